@@ -1,0 +1,60 @@
+# tagifai: the two commands a fresh machine needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_LOGGING_LEVEL := ERROR
+export DASK_LOGGING__DISTRIBUTED := warning
+export PREFECT_LOGGING_EXTRA_LOGGERS := tagifai
+
+.PHONY: help setup run test test-fast lint bench up down status clean browser-deps
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+setup: .venv/.synced ## create .venv from uv.lock
+
+browser-deps: ## Debian's chromium for the UI test (Playwright's own download fails here)
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; browser tests will be skipped"; }
+
+run: setup ## set up, then run the DataOps and MLOps flows on the embedded defaults
+	$(UV) run --frozen tagifai dataops
+	$(UV) run --frozen tagifai mlops
+	$(UV) run --frozen tagifai status
+
+test: setup browser-deps ## set up, then run every test (unit, flows, e2e, browser)
+	$(UV) run --frozen pytest
+
+test-fast: setup ## unit tests only
+	$(UV) run --frozen pytest -m "not flows and not e2e and not browser and not scale and not dask_cluster"
+
+lint: setup
+	$(UV) run --frozen ruff check . && $(UV) run --frozen ruff format --check .
+
+bench: setup ## benchmarks (writes benchmarks/out/*.json and *.png)
+	$(UV) run --frozen python -m benchmarks.run
+
+up: setup ## start server, worker, webhook receiver and MLflow UI in the background
+	$(UV) run --frozen python -m deployments.platform up
+
+down: ## stop what `make up` started
+	@if [ -x .venv/bin/python ]; then .venv/bin/python -m deployments.platform down; fi
+
+status: setup
+	$(UV) run --frozen tagifai status
+
+clean: down ## remove all runtime state (stores/)
+	rm -rf stores

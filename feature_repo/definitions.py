@@ -1,0 +1,49 @@
+"""Feast definitions for tagifai: one entity (a project) and one feature view (text, tag).
+
+Declarations only: nothing is read, computed or timed when this module is imported.
+``tagifai.store`` loads this file by path and applies every Feast object it defines.
+"""
+
+from datetime import timedelta
+
+from feast import Entity, FeatureView, Field, FileSource
+from feast.types import Int64, String
+
+# Relative to the store's repo_path, i.e. the stores directory (see feature_store.yaml):
+# the Parquet file that tagifai's feature step writes to ``settings.features_dir``.
+FEATURES_PATH = "features/features.parquet"
+
+# A project's title, description and tag do not go stale: a feature row becomes valid at the
+# project's ``created_on`` (so nothing is visible before the project existed) and stays valid
+# for ten years. Feast needs a TTL for point-in-time joins; ten years covers every entity
+# timestamp this data set will be asked about (2020 projects up to 2030) while staying a
+# fixed, explicit bound. A longer gap drops the row and tagifai.store reports it.
+FEATURE_TTL = timedelta(days=3650)
+
+project = Entity(
+    name="project",
+    join_keys=["id"],
+    description="A machine-learning project posted on Made With ML.",
+)
+
+project_source = FileSource(
+    name="project_features_source",
+    path=FEATURES_PATH,
+    timestamp_field="created_on",
+    created_timestamp_column="feature_created_at",
+    description="Cleaned text and raw tag per project, written by tagifai's feature step.",
+)
+
+project_features = FeatureView(
+    name="project_features",
+    entities=[project],
+    ttl=FEATURE_TTL,
+    schema=[
+        Field(name="id", dtype=Int64),
+        Field(name="text", dtype=String),
+        Field(name="tag", dtype=String),
+    ],
+    source=project_source,
+    online=True,
+    description="Model inputs (text) and label (tag) per project.",
+)

@@ -1,0 +1,103 @@
+"""Paths and settings: one frozen object built at the edge from the environment.
+
+Nothing here runs at import time; call :func:`get_settings` where a setting is needed.
+Every piece of runtime state lives under one directory, ``stores/`` by default
+(``TAGIFAI_STORES_DIR`` moves it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+LABELS: tuple[str, ...] = ("computer-vision", "mlops", "natural-language-processing", "other")
+OTHER_LABEL = "other"
+MODEL_NAME = "tagifai"
+PRODUCTION_ALIAS = "production"
+SEED = 42
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where state lives and which engines to talk to."""
+
+    stores_dir: Path
+    data_dir: Path = REPO_ROOT / "data" / "raw"
+    gx_dir: Path = REPO_ROOT / "great_expectations"
+    feature_repo_dir: Path = REPO_ROOT / "feature_repo"
+    mlflow_tracking_uri: str = ""
+    optuna_storage: str = ""  # an RDB URL; empty means a journal file under stores/optuna
+    dask_address: str | None = None
+    dask_workers: int = 2
+    notify_urls: tuple[str, ...] = field(default_factory=tuple)
+    seed: int = SEED
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.stores_dir / "snapshots"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.stores_dir / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.stores_dir / "feast"
+
+    @property
+    def gx_state_dir(self) -> Path:
+        return self.stores_dir / "gx"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.stores_dir / "mlflow"
+
+    @property
+    def optuna_journal(self) -> Path:
+        return self.stores_dir / "optuna" / "journal.log"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.stores_dir / "reports"
+
+    @property
+    def references_dir(self) -> Path:
+        return self.stores_dir / "references"
+
+    @property
+    def prefect_dir(self) -> Path:
+        return self.stores_dir / "prefect"
+
+    @property
+    def projects_csv(self) -> Path:
+        return self.data_dir / "projects.csv"
+
+    @property
+    def tags_csv(self) -> Path:
+        return self.data_dir / "tags.csv"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def get_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build settings from the environment (``TAGIFAI_*``, ``MLFLOW_TRACKING_URI``)."""
+    env = dict(os.environ) if env is None else env
+    stores_dir = Path(env.get("TAGIFAI_STORES_DIR") or REPO_ROOT / "stores").resolve()
+    mlflow_uri = (
+        env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{stores_dir / 'mlflow' / 'mlflow.db'}"
+    )
+    optuna_storage = env.get("TAGIFAI_OPTUNA_STORAGE") or ""
+    urls = tuple(u.strip() for u in env.get("TAGIFAI_NOTIFY_URLS", "").split(",") if u.strip())
+    return Settings(
+        stores_dir=stores_dir,
+        data_dir=Path(env.get("TAGIFAI_DATA_DIR") or REPO_ROOT / "data" / "raw").resolve(),
+        mlflow_tracking_uri=mlflow_uri,
+        optuna_storage=optuna_storage,
+        dask_address=env.get("TAGIFAI_DASK_ADDRESS") or None,
+        dask_workers=int(env.get("TAGIFAI_DASK_WORKERS") or 2),
+        notify_urls=urls,
+    )

@@ -1,0 +1,21 @@
+"""Domain errors: each carries what a person needs to act on it."""
+
+
+class TagifaiError(Exception):
+    """Base class; the CLI prints ``str(error)`` on one line and exits non-zero."""
+
+
+class DataSourceError(TagifaiError):
+    """A source table is missing, unreadable, empty, badly encoded or lacks columns."""
+
+
+class DataValidationError(TagifaiError):
+    """Great Expectations found data that breaks a suite."""
+
+
+class FeatureStoreError(TagifaiError):
+    """Feast wrote or returned something other than what was expected."""
+
+
+class ModelNotFoundError(TagifaiError):
+    """No model (or no production model) exists yet."""

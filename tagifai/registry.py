@@ -1,0 +1,189 @@
+"""MLflow tracking and model registry: embedded SQLite by default, a team's server by URI.
+
+The registered model is ``tagifai``; the alias ``production`` marks the deployed version.
+Moving an alias is one row update in MLflow's registry, so a deploy is atomic: until it
+commits, the old version keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tagifai.config import MODEL_NAME, PRODUCTION_ALIAS, Settings
+from tagifai.errors import ModelNotFoundError
+from tagifai.evaluate import EvaluationReport, plot_confusion, report_markdown
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENT = "tagifai"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered version and what it was trained on."""
+
+    version: int
+    run_id: str
+    snapshot_id: str | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def _is_local(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def connect(settings: Settings) -> Any:
+    """Point MLflow at the settings' tracking URI and return a client (creates the experiment)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would then override
+    # the stores of every later Settings in this process: put the environment back.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if client.get_experiment_by_name(EXPERIMENT) is None:
+        artifact_location = None
+        if _is_local(uri):  # keep artifacts under stores/, not in ./mlruns of the cwd
+            artifact_location = (settings.mlflow_dir / "artifacts").resolve().as_uri()
+        try:
+            client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+        except Exception:  # another process created it first
+            if client.get_experiment_by_name(EXPERIMENT) is None:
+                raise
+    mlflow.set_experiment(EXPERIMENT)
+    return client
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    version: int
+    run_url: str | None
+
+
+def log_training(
+    settings: Settings,
+    model: Any,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> LoggedModel:
+    """Log one training run (params, metrics, tags, the fitted pipeline); register a version."""
+    import mlflow
+    import mlflow.sklearn
+    import sklearn
+
+    client = connect(settings)
+    with mlflow.start_run(tags=tags) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=MODEL_NAME,
+            serialization_format="cloudpickle",
+            # Explicit requirements skip MLflow's slow environment inference (uv export).
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+        )
+        version = int(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, str(version), key, value)
+    logger.info("registered %s version %d (run %s)", MODEL_NAME, version, run.info.run_id)
+    return LoggedModel(
+        run_id=run.info.run_id,
+        version=version,
+        run_url=run_url(settings, run.info.experiment_id, run.info.run_id),
+    )
+
+
+def log_evaluation(settings: Settings, run_id: str, report: EvaluationReport) -> None:
+    """Attach the evaluation (metrics, JSON, markdown, confusion matrix) to a training run."""
+    client = connect(settings)
+    for key, value in report.flat_metrics().items():
+        client.log_metric(run_id, key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "evaluation.json").write_text(json.dumps(report.to_dict(), indent=2))
+        (folder / "evaluation.md").write_text(report_markdown(report))
+        plot_confusion(report, folder / "confusion_matrix.png")
+        client.log_artifacts(run_id, str(folder), artifact_path="evaluation")
+
+
+def run_url(settings: Settings, experiment_id: str, run_id: str) -> str | None:
+    """Link to the run in the MLflow UI (``TAGIFAI_MLFLOW_UI_URL``, or the tracking server)."""
+    base = os.environ.get("TAGIFAI_MLFLOW_UI_URL") or (
+        settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith("http") else None
+    )
+    if base is None:
+        return None
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def get_version(settings: Settings, version: int | None = None) -> ModelVersion | None:
+    """A version by number, or the production version (None if there is none)."""
+    from mlflow.exceptions import MlflowException
+
+    client = connect(settings)
+    try:
+        if version is None:
+            found = client.get_model_version_by_alias(MODEL_NAME, PRODUCTION_ALIAS)
+        else:
+            found = client.get_model_version(MODEL_NAME, str(version))
+    except MlflowException:
+        return None
+    run = client.get_run(found.run_id)
+    return ModelVersion(
+        version=int(found.version),
+        run_id=found.run_id,
+        snapshot_id=found.tags.get("snapshot_id"),
+        metrics=dict(run.data.metrics),
+        tags=dict(found.tags),
+    )
+
+
+def load_model(settings: Settings, version: int | None = None) -> tuple[Any, ModelVersion]:
+    """Load a version (default: production) as a scikit-learn pipeline."""
+    import mlflow.sklearn
+
+    found = get_version(settings, version)
+    if found is None:
+        what = "no production model yet" if version is None else f"no model version {version}"
+        raise ModelNotFoundError(f"{what}: run `tagifai train` (or the mlops flow) first")
+    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{found.version}")
+    return model, found
+
+
+def load_report(settings: Settings, run_id: str) -> EvaluationReport:
+    """The evaluation report logged with a run."""
+    import mlflow.artifacts
+
+    connect(settings)
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="evaluation/evaluation.json"
+    )
+    return EvaluationReport.from_dict(json.loads(Path(path).read_text()))
+
+
+def set_production(settings: Settings, version: int) -> int | None:
+    """Move the ``production`` alias to ``version``; returns the previous production version."""
+    client = connect(settings)
+    previous = get_version(settings)
+    client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, str(version))
+    logger.info("production: %s -> %d", previous.version if previous else None, version)
+    return previous.version if previous else None

@@ -1,0 +1,223 @@
+"""Hyperparameter search with Optuna, scored on the validation split only.
+
+The study lives in shared storage (a journal file under ``stores/optuna`` by default, an RDB
+URL from ``TAGIFAI_OPTUNA_STORAGE`` for a team), so several processes can each run a batch of
+trials against the same study at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+
+from tagifai.config import SEED, Settings
+from tagifai.train import ModelParams, build_pipeline
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+
+SearchSpace = Literal["default", "weak", "scale"]
+# Training-set fractions at which a trial reports its validation F1 (successive halving on data).
+RUNGS: tuple[float, ...] = (0.34, 0.67, 1.0)
+
+
+# The untuned baseline, as the first trial of every new default study: tuning can only beat it.
+BASELINE_TRIAL: dict[str, Any] = {
+    "char_weight": 1.0,
+    "word_ngram_max": 2,
+    "char_ngram_min": 2,
+    "char_ngram_max": 5,
+    "min_df": 1,
+    "classifier": "svm",
+    "C": 0.5,
+    "class_weight": "balanced",
+}
+
+
+def suggest_params(trial: optuna.Trial, space: SearchSpace = "default") -> ModelParams:
+    """Sample one configuration from a named search space.
+
+    ``weak`` is deliberately poor (word unigrams, heavy regularisation): it exists to prove
+    that a regressed candidate never reaches production.
+    """
+    if space == "weak":
+        return ModelParams(
+            word_ngram_max=1,
+            char_weight=0.0,
+            min_df=trial.suggest_int("min_df", 8, 15),
+            classifier="sgd",
+            C=trial.suggest_float("C", 1e-4, 1e-3, log=True),
+            class_weight=None,
+        )
+    if space == "scale":
+        return ModelParams(
+            vectorizer="hashing",
+            word_ngram_max=trial.suggest_int("word_ngram_max", 1, 2),
+            char_weight=0.0,
+            classifier="sgd",
+            C=trial.suggest_float("C", 0.05, 20.0, log=True),
+            class_weight=trial.suggest_categorical("class_weight", ["balanced", None]),
+        )
+    char_weight = trial.suggest_float("char_weight", 0.0, 1.5)
+    return ModelParams(
+        word_ngram_max=trial.suggest_int("word_ngram_max", 1, 3),
+        char_ngram_min=trial.suggest_int("char_ngram_min", 1, 3),
+        char_ngram_max=trial.suggest_int("char_ngram_max", 3, 6),
+        char_weight=0.0 if char_weight < 0.1 else char_weight,
+        min_df=trial.suggest_int("min_df", 1, 3),
+        classifier=trial.suggest_categorical("classifier", ["svm", "logreg", "sgd"]),
+        C=trial.suggest_float("C", 0.05, 50.0, log=True),
+        class_weight=trial.suggest_categorical("class_weight", ["balanced", None]),
+    )
+
+
+@dataclass(frozen=True)
+class TuneData:
+    """What a trial needs: the train and validation texts and labels (never the test split)."""
+
+    X_train: list[str]
+    y_train: list[str]
+    X_val: list[str]
+    y_val: list[str]
+
+    @classmethod
+    def from_frames(cls, train: pd.DataFrame, val: pd.DataFrame) -> TuneData:
+        return cls(
+            X_train=train["text"].tolist(),
+            y_train=train["tag"].tolist(),
+            X_val=val["text"].tolist(),
+            y_val=val["tag"].tolist(),
+        )
+
+
+def objective(trial: optuna.Trial, data: TuneData, space: SearchSpace = "default") -> float:
+    """Validation weighted F1, reported at growing training fractions so weak trials prune early."""
+    import optuna
+    from sklearn.metrics import f1_score
+
+    params = suggest_params(trial, space)
+    trial.set_user_attr("params", params.to_dict())
+    score = 0.0
+    n_train = len(data.X_train)
+    for step, fraction in enumerate(RUNGS):
+        n = max(int(n_train * fraction), 20) if fraction < 1 else n_train
+        model = build_pipeline(params).fit(data.X_train[:n], data.y_train[:n])
+        score = float(f1_score(data.y_val, model.predict(data.X_val), average="weighted"))
+        trial.report(score, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return score
+
+
+def get_storage(settings: Settings) -> Any:
+    """The study's shared storage: an RDB URL if configured, else a journal file."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if settings.optuna_storage:
+        return optuna.storages.RDBStorage(settings.optuna_storage)
+    settings.optuna_journal.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(settings.optuna_journal)))
+
+
+def load_study(settings: Settings, study_name: str, seed: int = SEED) -> optuna.Study:
+    """Create (or reopen) the named study: maximise, TPE sampler, median pruner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=study_name,
+        storage=get_storage(settings),
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+        load_if_exists=True,
+    )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch of trials did."""
+
+    completed: int
+    pruned: int
+    best_value: float | None
+
+
+def run_trials(
+    settings: Settings,
+    study_name: str,
+    data: TuneData,
+    n_trials: int,
+    space: SearchSpace = "default",
+    seed: int = SEED,
+    on_trial: Callable[[int, float | None], None] | None = None,
+) -> BatchResult:
+    """Run ``n_trials`` against the shared study (one call per parallel worker)."""
+    import optuna
+
+    study = load_study(settings, study_name, seed)
+    if space == "default" and not study.trials:
+        study.enqueue_trial(BASELINE_TRIAL)
+    done = {"completed": 0, "pruned": 0}
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        key = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else "completed"
+        done[key] += 1
+        logger.info("trial %d %s value=%s", trial.number, trial.state.name, trial.value)
+        if on_trial is not None:
+            on_trial(done["completed"] + done["pruned"], trial.value)
+
+    study.optimize(lambda t: objective(t, data, space), n_trials=n_trials, callbacks=[callback])
+    best = _best_value(study)
+    return BatchResult(completed=done["completed"], pruned=done["pruned"], best_value=best)
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class TuneSummary:
+    """The study's outcome: best configuration, its validation F1 and parameter importances."""
+
+    study_name: str
+    best_params: ModelParams
+    best_value: float
+    n_trials: int
+    n_pruned: int
+    importances: dict[str, float]
+
+
+def summarize_study(settings: Settings, study_name: str) -> TuneSummary:
+    """Best trial and fANOVA parameter importances of the whole study."""
+    import optuna
+
+    study = load_study(settings, study_name)
+    states = [t.state for t in study.trials]
+    try:
+        importances = {
+            k: float(v) for k, v in optuna.importance.get_param_importances(study).items()
+        }
+    except (RuntimeError, ValueError, ZeroDivisionError) as error:  # too few distinct trials
+        logger.info("no parameter importances: %s", error)
+        importances = {}
+    best = study.best_trial
+    return TuneSummary(
+        study_name=study_name,
+        best_params=ModelParams.from_dict(best.user_attrs["params"]),
+        best_value=float(best.value),
+        n_trials=len(states),
+        n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+        importances=importances,
+    )

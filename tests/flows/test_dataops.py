@@ -1,0 +1,129 @@
+"""DataOps end to end on a real Prefect API and Dask runner."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tagifai import store
+from tagifai.extract import latest_snapshot_id, load_snapshot
+from tagifai.features import current_feature_set
+from tests.conftest import REPO
+from tests.flows.conftest import tree_digest
+
+pytestmark = pytest.mark.flows
+
+
+def test_good_run_materialises_every_project(dataops_done):
+    settings, state = dataops_done
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["features_written"] == 764
+    assert summary["rows_materialized"] == 764
+    snapshot = load_snapshot(settings)
+    assert snapshot.id == summary["snapshot"] == latest_snapshot_id(settings)
+    assert current_feature_set(settings).rows == 764
+    assert store.count_online_rows(settings) == 764
+    online = store.get_online_features(settings, [6])[0]
+    assert online["tag"] == "computer-vision"
+    assert online["text"].startswith("comparison between yolo and rcnn")
+
+
+def test_features_are_readable_historically(dataops_done):
+    from tagifai.workflow import build_training_frame
+
+    settings, _ = dataops_done
+    frame = pd.read_parquet(build_training_frame(settings))
+    assert len(frame) == 764 and frame["id"].is_unique
+    assert frame["tag"].value_counts()["mlops"] == 63
+
+
+def test_artifacts_tell_the_story(dataops_done):
+    from prefect import get_client
+
+    _, state = dataops_done
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    by_key = {a.key: a for a in artifacts}
+    assert "dataops-summary" in by_key and "data-docs" in by_key
+    assert "| features written | 764 |" in by_key["dataops-summary"].data
+    assert "failed-expectations" not in by_key
+
+
+def test_rerun_on_unchanged_data_is_a_no_op(stores_copy):
+    from flows.dataops import dataops
+
+    before = tree_digest(stores_copy.snapshots_dir) | tree_digest(stores_copy.features_dir)
+    state = dataops(return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["features_changed"] is False
+    after = tree_digest(stores_copy.snapshots_dir) | tree_digest(stores_copy.features_dir)
+    assert after == before
+    assert store.count_online_rows(stores_copy) == 764
+
+
+def _write_projects(tmp_path, mutate):
+    frame = pd.read_csv(REPO / "data/raw/projects.csv", dtype=str)
+    frame = mutate(frame)
+    path = tmp_path / "projects.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+BAD_PROJECTS = {
+    "duplicate id": (lambda f: pd.concat([f, f.head(1)]), "expect_column_values_to_be_unique"),
+    "bad created_on": (
+        lambda f: f.assign(created_on=f["created_on"].where(f.index != 3, "20/02/2020")),
+        "strftime",
+    ),
+    "empty title": (lambda f: f.assign(title=f["title"].where(f.index != 5, "")), "title"),
+    "orphan tag": (lambda f: f.iloc[1:], "labelled"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PROJECTS))
+def test_invalid_data_fails_and_changes_nothing(stores_copy, tmp_path, case):
+    from flows.dataops import dataops
+
+    mutate, fragment = BAD_PROJECTS[case]
+    before = tree_digest(stores_copy.stores_dir)
+    state = dataops(projects_uri=_write_projects(tmp_path, mutate), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=fragment) as error:
+        state.result()
+    assert "unexpected" in str(error.value)
+    after = tree_digest(stores_copy.stores_dir)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert not {k for k in changed if not k.startswith(("gx/", "prefect/"))}, changed
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "source not found"),
+        (b"", "source is empty"),
+        (b"id,created_on,title,description\n", "has no rows"),
+        (b"id,created_on,title,description\n1,2020-01-01 00:00:00,caf\xe9,x\n", "not valid UTF-8"),
+    ],
+)
+def test_unreadable_sources_fail_clearly(stores_copy, tmp_path, content, fragment):
+    from flows.dataops import dataops
+
+    path = tmp_path / "projects.csv"
+    if content is not None:
+        path.write_bytes(content)
+    before = tree_digest(stores_copy.stores_dir)
+    state = dataops(projects_uri=str(path), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=fragment):
+        state.result()
+    after = tree_digest(stores_copy.stores_dir)
+    assert {k: v for k, v in after.items() if not k.startswith("prefect/")} == {
+        k: v for k, v in before.items() if not k.startswith("prefect/")
+    }

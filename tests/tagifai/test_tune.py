@@ -1,0 +1,44 @@
+import optuna
+import pytest
+
+from tagifai.data import split_data
+from tagifai.train import ModelParams
+from tagifai.tune import TuneData, run_trials, suggest_params, summarize_study
+from tests.conftest import settings_for
+
+
+@pytest.fixture(scope="module")
+def tune_data(shipped_features):
+    split = split_data(shipped_features)
+    return TuneData.from_frames(split.train, split.val)
+
+
+@pytest.mark.parametrize("space", ["default", "weak", "scale"])
+def test_suggest_params_gives_valid_params(space):
+    trial = optuna.create_study().ask()
+    params = suggest_params(trial, space)
+    assert isinstance(params, ModelParams)
+    if space == "weak":
+        assert params.char_weight == 0 and params.word_ngram_max == 1
+
+
+def test_study_is_shared_and_persisted(tmp_path, tune_data):
+    settings = settings_for(tmp_path)
+    seen = []
+    first = run_trials(settings, "s1", tune_data, 4, on_trial=lambda n, v: seen.append(n))
+    second = run_trials(settings, "s1", tune_data, 3)
+    assert first.completed + first.pruned == 4 and seen == [1, 2, 3, 4]
+    assert second.completed + second.pruned == 3
+    summary = summarize_study(settings, "s1")
+    assert summary.n_trials == 7
+    assert 0.5 < summary.best_value <= 1.0
+    assert isinstance(summary.best_params, ModelParams)
+    assert settings.optuna_journal.exists()
+
+
+def test_weak_space_scores_clearly_worse(tmp_path, tune_data):
+    settings = settings_for(tmp_path)
+    run_trials(settings, "weak", tune_data, 3, space="weak")
+    run_trials(settings, "good", tune_data, 3, space="default")
+    weak, good = summarize_study(settings, "weak"), summarize_study(settings, "good")
+    assert weak.best_value < good.best_value - 0.1
