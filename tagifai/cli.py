@@ -227,6 +227,10 @@ def _prefect_api(settings: Settings) -> str:
 
     url = ensure_server(settings)
     os.environ["PREFECT_API_URL"] = url
+    # Task results (and the Dask workers' copies) live with the rest of the state.
+    os.environ.setdefault(
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(settings.prefect_dir / "storage")
+    )
     return url
 
 
