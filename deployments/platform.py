@@ -527,6 +527,14 @@ def _start_worker(settings: Settings, api_url: str) -> tuple[ServiceRecord, bool
     env["PREFECT_WORKER_QUERY_SECONDS"] = (
         os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or DEFAULT_WORKER_QUERY_SECONDS
     )
+    # Links in the flows' artifacts: the MLflow UI and the Data Docs the receiver serves.
+    for service, variable, suffix in (
+        ("mlflow", "TAGIFAI_MLFLOW_UI_URL", ""),
+        ("webhook", "TAGIFAI_DATA_DOCS_URL", "/data-docs"),
+    ):
+        started = _read_record(settings, service)
+        if started is not None and variable not in os.environ:
+            env[variable] = started.url.rstrip("/") + suffix
     # `--type process` makes the worker create the pool, with Prefect's default process job
     # template, when it is missing; health = the pool lists this worker as ONLINE.
     cmd = [

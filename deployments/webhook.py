@@ -455,10 +455,18 @@ def create_app(secret: str | None = None, **overrides: Any) -> Starlette:
         WebhookConfigError: no usable secret or setting.
     """
     config = load_config(secret, **overrides)
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    from tagifai.config import get_settings
+
+    # Browsers refuse file:// links from an http page: serve the Data Docs the flows build.
+    docs = get_settings().gx_state_dir / "data_docs" / "local_site"
     app = Starlette(
         routes=[
             Route(HOOK_PATH, data_arrived, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            Mount("/data-docs", app=StaticFiles(directory=docs, html=True, check_dir=False)),
         ]
     )
     app.state.config = config

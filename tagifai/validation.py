@@ -139,8 +139,17 @@ def validate_tags_and_join(
     ]
 
 
-def data_docs_url(index: Path) -> str:
-    """A ``file://`` URL for a Data Docs page (what a browser or a Prefect artifact wants)."""
+def data_docs_url(index: Path, settings: Settings | None = None) -> str:
+    """Where a browser opens a Data Docs page: under ``TAGIFAI_DATA_DOCS_URL`` (the local
+    platform serves the site there) or else as a ``file://`` URL."""
+    import os
+
+    from tagifai.config import get_settings
+
+    base = os.environ.get("TAGIFAI_DATA_DOCS_URL")
+    site = (settings or get_settings()).gx_state_dir / "data_docs" / "local_site"
+    if base and index.resolve().is_relative_to(site.resolve()):
+        return f"{base.rstrip('/')}/{index.resolve().relative_to(site.resolve()).as_posix()}"
     return index.resolve().as_uri()
 
 

@@ -491,3 +491,15 @@ def test_processes_validate_at_the_same_time(
     assert after == before + 4
     html = (settings.gx_state_dir / "data_docs" / "local_site" / "index.html").read_text()
     assert html.rstrip().endswith("</html>")
+
+
+def test_data_docs_url_prefers_the_served_site(tmp_path, monkeypatch):
+    from tagifai.config import get_settings
+    from tagifai.validation import data_docs_url
+
+    settings = get_settings({"TAGIFAI_STORES_DIR": str(tmp_path)})
+    index = settings.gx_state_dir / "data_docs" / "local_site" / "index.html"
+    monkeypatch.delenv("TAGIFAI_DATA_DOCS_URL", raising=False)
+    assert data_docs_url(index, settings) == index.resolve().as_uri()
+    monkeypatch.setenv("TAGIFAI_DATA_DOCS_URL", "http://127.0.0.1:8787/data-docs/")
+    assert data_docs_url(index, settings) == "http://127.0.0.1:8787/data-docs/index.html"

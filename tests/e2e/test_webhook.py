@@ -372,3 +372,16 @@ def test_notice_without_batch_id_gets_a_content_derived_resource(
     assert len(resource_ids) == 1  # same URIs, same resource
     assert resource_ids.pop().startswith("tagifai.data.")
     assert events[0]["id"] != events[1]["id"]
+
+
+def test_data_docs_are_served_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGIFAI_STORES_DIR", str(tmp_path / "stores"))
+    site = tmp_path / "stores" / "gx" / "data_docs" / "local_site"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("<html>data docs</html>")
+    app = create_app(SECRET, data_roots=[tmp_path], prefect_api_url="http://127.0.0.1:9/api")
+    with TestClient(app) as test_client:
+        assert test_client.get("/data-docs/index.html").text == "<html>data docs</html>"
+        assert test_client.get("/data-docs/").status_code == 200
+        assert test_client.get("/data-docs/../../webhook-secret").status_code == 404
+        assert test_client.post("/data-docs/index.html").status_code == 405
