@@ -133,7 +133,8 @@ def find_triggered_run(
     (any, when it has no label).
 
     Raises:
-        ChainError: no such run appeared within ``timeout_s``.
+        ChainError: the automation's action failed, or no such run appeared within
+            ``timeout_s``.
     """
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
     from prefect.client.schemas.sorting import FlowRunSort
@@ -157,6 +158,9 @@ def find_triggered_run(
         ]
         if candidates:
             return min(candidates, key=lambda run: run.created)
+        failure = _failed_action(client, deployment_id, upstream)
+        if failure:
+            raise ChainError(f"the trigger fired but could not start {MLOPS}: {failure}")
         if time.monotonic() > deadline:
             raise ChainError(
                 f"no run of {MLOPS} was triggered within {timeout_s:.0f} s of '{upstream.name}' "
@@ -164,6 +168,33 @@ def find_triggered_run(
                 "(prefect automation ls) and the server log"
             )
         time.sleep(POLL_S)
+
+
+def _failed_action(client: SyncPrefectClient, deployment_id: UUID, upstream: FlowRun) -> str:
+    """Why an automation failed to run ``deployment_id`` since ``upstream`` ended, or ''."""
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventRelatedFilter,
+    )
+
+    if upstream.end_time is None:
+        return ""
+    events = client.read_events(
+        EventFilter(
+            occurred=EventOccurredFilter(since=upstream.end_time),
+            event=EventNameFilter(name=["prefect.automation.action.failed"]),
+            related=EventRelatedFilter(
+                resources_in_roles=[(f"prefect.deployment.{deployment_id}", "target")]
+            ),
+        ),
+        limit=1,
+    ).events
+    if not events:
+        return ""
+    name = events[0].resource.get("prefect.resource.name", "automation")
+    return f"{name}: {events[0].payload.get('reason', 'no reason given')}"
 
 
 def _gap(upstream: FlowRun, triggered: FlowRun) -> str:

@@ -233,7 +233,7 @@ def decide(evaluation: Evaluation, data_path: Path, rule: ImprovementRule) -> di
 def mlops(
     snapshot: str | None = None,
     n_trials: int = 20,
-    search_space: tune.SearchSpace = "default",
+    search_space: Literal["auto", "default", "weak", "scale"] = "auto",
     f1_margin: float = 0.02,
     class_tolerance: float = 0.10,
 ) -> dict[str, object]:
@@ -242,8 +242,9 @@ def mlops(
     snapshot = snapshot or _latest_snapshot(settings)
     rule = ImprovementRule(f1_margin=f1_margin, class_tolerance=class_tolerance)
     data_path = extract_features(snapshot)
-    study_name = f"{snapshot}-{search_space}"
-    params = ModelParams()
+    space = tune.resolve_space(search_space, _rows(data_path), settings)
+    study_name = f"{snapshot}-{space}"
+    params = tune.default_params(space)
     if n_trials > 0:
         batches = _batch_sizes(n_trials, settings.dask_workers)
         futures = [
@@ -269,6 +270,12 @@ def _latest_snapshot(settings: object) -> str:
     from tagifai.extract import load_snapshot
 
     return load_snapshot(settings).id  # type: ignore[arg-type]
+
+
+def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def _batch_sizes(n_trials: int, workers: int) -> list[int]:

@@ -78,7 +78,10 @@ Tolerance = Annotated[
 ]
 Space = Annotated[
     str,
-    typer.Option(help="Search space: default, weak (deliberately poor) or scale (hashing + SGD)."),
+    typer.Option(
+        help="Search space: auto (default up to 200k rows, then scale), default (TF-IDF), "
+        "weak (deliberately poor) or scale (hashing + SGD)."
+    ),
 ]
 
 
@@ -90,7 +93,7 @@ def train(
     trials: Annotated[
         int, typer.Option(help="Optuna trials before the final fit (0: defaults).", min=0)
     ] = 0,
-    space: Space = "default",
+    space: Space = "auto",
     f1_margin: Margin = 0.02,
     class_tolerance: Tolerance = 0.10,
 ) -> None:
@@ -101,8 +104,8 @@ def train(
     from tagifai.workflow import features_from_sources, train_and_deploy
 
     settings = _settings()
-    if space not in ("default", "weak", "scale"):
-        fail(f"unknown search space {space!r}: use default, weak or scale")
+    if space not in ("auto", "default", "weak", "scale"):
+        fail(f"unknown search space {space!r}: use auto, default, weak or scale")
     started = time.perf_counter()
     features = features_from_sources(
         projects or str(settings.projects_csv), tags or str(settings.tags_csv)
@@ -278,13 +281,13 @@ def dataops(
 def mlops(
     trials: Annotated[int, typer.Option(help="Optuna trials (0: default parameters).", min=0)] = 20,
     snapshot: Annotated[str | None, typer.Option(help="Data snapshot (default: latest).")] = None,
-    space: Space = "default",
+    space: Space = "auto",
     f1_margin: Margin = 0.02,
     class_tolerance: Tolerance = 0.10,
 ) -> None:
     """Run the MLOps flow: features, tuning, training, evaluation, deploy or report."""
-    if space not in ("default", "weak", "scale"):
-        fail(f"unknown search space {space!r}: use default, weak or scale")
+    if space not in ("auto", "default", "weak", "scale"):
+        fail(f"unknown search space {space!r}: use auto, default, weak or scale")
     summary = _run_flow(
         "mlops",
         snapshot=snapshot,
@@ -312,6 +315,32 @@ def features(
             "no online features for id(s) "
             + ", ".join(str(r["id"]) for r in rows if r.get("text") is None)
         )
+
+
+@app.command()
+@friendly_errors
+def synth(
+    rows: Annotated[int, typer.Option("--rows", help="Rows of each table (ids 1..N).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the tables into.")],
+    seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = 42,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+) -> None:
+    """Write synthetic projects and tags tables that look like the shipped ones."""
+    from tagifai.synth import write_synthetic
+
+    if fmt not in ("csv", "parquet"):
+        fail(f"unknown format {fmt!r}: use csv or parquet")
+    result = write_synthetic(
+        rows,
+        out,
+        seed,
+        fmt="parquet" if fmt == "parquet" else "csv",
+        data_dir=get_settings().data_dir,
+    )
+    typer.echo(
+        f"wrote {result.rows} rows to {result.projects_path} and {result.tags_path} "
+        f"in {result.seconds:.2f} s (seed {seed})"
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -34,6 +34,11 @@ class Settings:
     dask_workers: int = 2
     notify_urls: tuple[str, ...] = field(default_factory=tuple)
     seed: int = SEED
+    # Past these sizes tuning, cross-validation and references work on stratified samples,
+    # and the "auto" search space switches to hashing + SGD (the final fit uses every row).
+    max_tune_rows: int = 50_000
+    max_cv_rows: int = 100_000
+    scale_rows: int = 200_000
 
     @property
     def snapshots_dir(self) -> Path:
@@ -100,4 +105,7 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         dask_address=env.get("TAGIFAI_DASK_ADDRESS") or None,
         dask_workers=int(env.get("TAGIFAI_DASK_WORKERS") or 2),
         notify_urls=urls,
+        max_tune_rows=int(env.get("TAGIFAI_MAX_TUNE_ROWS") or 50_000),
+        max_cv_rows=int(env.get("TAGIFAI_MAX_CV_ROWS") or 100_000),
+        scale_rows=int(env.get("TAGIFAI_SCALE_ROWS") or 200_000),
     )

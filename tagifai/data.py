@@ -82,3 +82,13 @@ def split_data(
         val=val.reset_index(drop=True),
         test=test.reset_index(drop=True),
     )
+
+
+def sample_rows(df: pd.DataFrame, n: int, seed: int = SEED, label: str = "tag") -> pd.DataFrame:
+    """At most ``n`` rows, stratified by ``label`` and deterministic (all rows if fewer)."""
+    if len(df) <= n:
+        return df
+    from sklearn.model_selection import train_test_split
+
+    sample, _ = train_test_split(df, train_size=n, stratify=df[label], random_state=seed)
+    return sample.reset_index(drop=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from tagifai.config import SEED, Settings
+from tagifai.data import sample_rows
 from tagifai.train import ModelParams, build_pipeline
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SearchSpace = Literal["default", "weak", "scale"]
+SPACES: tuple[str, ...] = ("auto", "default", "weak", "scale")
 # Training-set fractions at which a trial reports its validation F1 (successive halving on data).
 RUNGS: tuple[float, ...] = (0.34, 0.67, 1.0)
 
@@ -38,6 +40,22 @@ BASELINE_TRIAL: dict[str, Any] = {
     "C": 0.5,
     "class_weight": "balanced",
 }
+
+
+def resolve_space(space: str, n_rows: int, settings: Settings) -> SearchSpace:
+    """``auto`` is the TF-IDF space up to ``settings.scale_rows`` rows, hashing + SGD beyond."""
+    if space not in SPACES:
+        raise ValueError(f"unknown search space {space!r}: use one of {', '.join(SPACES)}")
+    if space == "auto":
+        return "default" if n_rows <= settings.scale_rows else "scale"
+    return space  # type: ignore[return-value]
+
+
+def default_params(space: SearchSpace) -> ModelParams:
+    """What an untuned run fits: the TF-IDF baseline, or hashing + SGD at scale."""
+    if space == "scale":
+        return ModelParams(vectorizer="hashing", char_weight=0.0, classifier="sgd", C=1.0)
+    return ModelParams()
 
 
 def suggest_params(trial: optuna.Trial, space: SearchSpace = "default") -> ModelParams:
@@ -87,7 +105,13 @@ class TuneData:
     y_val: list[str]
 
     @classmethod
-    def from_frames(cls, train: pd.DataFrame, val: pd.DataFrame) -> TuneData:
+    def from_frames(
+        cls, train: pd.DataFrame, val: pd.DataFrame, max_rows: int | None = None
+    ) -> TuneData:
+        """Train and val texts; with ``max_rows``, stratified samples (val gets half)."""
+        if max_rows is not None:
+            train = sample_rows(train, max_rows)
+            val = sample_rows(val, max(max_rows // 2, 1))
         return cls(
             X_train=train["text"].tolist(),
             y_train=train["tag"].tolist(),

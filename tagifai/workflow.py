@@ -15,7 +15,7 @@ import pandas as pd
 
 from tagifai import registry
 from tagifai.config import Settings
-from tagifai.data import Split, join_labelled, split_data
+from tagifai.data import Split, join_labelled, sample_rows, split_data
 from tagifai.evaluate import (
     Decision,
     EvaluationReport,
@@ -27,7 +27,14 @@ from tagifai.extract import read_table
 from tagifai.features import compute_features
 from tagifai.monitoring import compute_references, save_references
 from tagifai.train import CVResult, ModelParams, cross_validate, fit_model
-from tagifai.tune import SearchSpace, TuneData, run_trials, summarize_study
+from tagifai.tune import (
+    SearchSpace,
+    TuneData,
+    default_params,
+    resolve_space,
+    run_trials,
+    summarize_study,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +92,9 @@ def tune(
 ) -> ModelParams:
     """Run the study in this process and return its best parameters."""
     if n_trials <= 0:
-        return ModelParams()
-    run_trials(settings, study_name, TuneData.from_frames(split.train, split.val), n_trials, space)
+        return default_params(space)
+    data = TuneData.from_frames(split.train, split.val, settings.max_tune_rows)
+    run_trials(settings, study_name, data, n_trials, space)
     summary = summarize_study(settings, study_name)
     logger.info("best validation F1 %.4f after %d trials", summary.best_value, summary.n_trials)
     return summary.best_params
@@ -104,9 +112,11 @@ class TrainedModel:
 def train_candidate(
     settings: Settings, split: Split, params: ModelParams, tags: dict[str, str]
 ) -> TrainedModel:
-    """Cross-validate on train+val, fit the final model on train+val, log and register it."""
+    """Cross-validate on train+val (a stratified sample past ``max_cv_rows``), fit the final
+    model on all of train+val, log and register it."""
     train_val = split.train_val
-    cv = cross_validate(train_val["text"], train_val["tag"], params, seed=settings.seed)
+    cv_rows = sample_rows(train_val, settings.max_cv_rows, settings.seed)
+    cv = cross_validate(cv_rows["text"], cv_rows["tag"], params, seed=settings.seed)
     started = time.perf_counter()
     model = fit_model(train_val["text"], train_val["tag"], params, seed=settings.seed)
     fit_seconds = time.perf_counter() - started
@@ -150,7 +160,8 @@ def evaluate_candidate(
 def set_monitoring_references(settings: Settings, version: int, features: pd.DataFrame) -> Path:
     """Store the reference distributions for ``version`` (and attach them to its MLflow run)."""
     model, found = registry.load_model(settings, version)
-    path = save_references(settings, version, compute_references(model, features))
+    sample = sample_rows(features, settings.max_cv_rows, settings.seed)
+    path = save_references(settings, version, compute_references(model, sample))
     registry.connect(settings).log_artifact(found.run_id, str(path), artifact_path="monitoring")
     return path
 
@@ -228,14 +239,15 @@ def train_and_deploy(
     features: pd.DataFrame,
     *,
     n_trials: int = 0,
-    space: SearchSpace = "default",
+    space: str = "auto",
     rule: ImprovementRule = ImprovementRule(),
     tags: dict[str, Any] | None = None,
     study_name: str = "tagifai-cli",
 ) -> TrainingOutcome:
     """The whole MLOps path in one process: split, tune, train, evaluate, deploy if improved."""
     split = split_data(features, seed=settings.seed)
-    params = tune(settings, study_name, split, n_trials, space)
+    resolved = resolve_space(space, len(features), settings)
+    params = tune(settings, f"{study_name}-{resolved}", split, n_trials, resolved)
     trained = train_candidate(settings, split, params, {k: str(v) for k, v in (tags or {}).items()})
     evaluation = evaluate_candidate(settings, trained.version, split, rule)
     if evaluation.decision.improved:

@@ -81,3 +81,15 @@ def test_split_is_disjoint_stratified_and_deterministic(shipped_features):
 def test_split_rejects_bad_sizes(shipped_features, test_size, val_size):
     with pytest.raises(ValueError):
         split_data(shipped_features, test_size=test_size, val_size=val_size)
+
+
+def test_sample_rows_is_stratified_and_deterministic(shipped_features):
+    from tagifai.data import sample_rows
+
+    sample = sample_rows(shipped_features, 200, seed=3)
+    assert len(sample) == 200
+    assert sample["id"].tolist() == sample_rows(shipped_features, 200, seed=3)["id"].tolist()
+    share = sample["tag"].value_counts(normalize=True)
+    overall = shipped_features["tag"].value_counts(normalize=True)
+    assert (share - overall).abs().max() < 0.02
+    assert sample_rows(shipped_features, 10_000) is shipped_features

@@ -42,3 +42,23 @@ def test_weak_space_scores_clearly_worse(tmp_path, tune_data):
     run_trials(settings, "good", tune_data, 3, space="default")
     weak, good = summarize_study(settings, "weak"), summarize_study(settings, "good")
     assert weak.best_value < good.best_value - 0.1
+
+
+def test_auto_space_switches_to_hashing_at_scale(tmp_path):
+    from tagifai.tune import default_params, resolve_space
+
+    settings = settings_for(tmp_path)
+    assert resolve_space("auto", 764, settings) == "default"
+    assert resolve_space("auto", settings.scale_rows + 1, settings) == "scale"
+    assert resolve_space("weak", 10**7, settings) == "weak"
+    assert default_params("scale").vectorizer == "hashing"
+    assert default_params("default") == ModelParams()
+    with pytest.raises(ValueError, match="unknown search space"):
+        resolve_space("huge", 10, settings)
+
+
+def test_tuning_data_is_sampled_past_the_limit(shipped_features):
+    split = split_data(shipped_features)
+    data = TuneData.from_frames(split.train, split.val, max_rows=100)
+    assert len(data.X_train) == 100 and len(data.X_val) == 50
+    assert set(data.y_train) == set(split.train["tag"])  # stratified: every class kept
