@@ -120,7 +120,11 @@ def synthesize(
     chunks = list(_iter_chunks(n_rows, seed, _load_source(data_dir)))
     projects = pd.concat([p for p, _ in chunks], ignore_index=True)
     tags = pd.concat([t for _, t in chunks], ignore_index=True)
-    return projects, tags
+    # The dtypes tagifai.extract.read_table gives the real tables.
+    return (
+        projects.astype({"created_on": "string", "title": "string", "description": "string"}),
+        tags.astype({"tag": "string"}),
+    )
 
 
 def write_synthetic(
@@ -238,9 +242,8 @@ def _iter_chunks(
                 "title": titles,
                 "description": descriptions,
             }
-        ).astype({"created_on": "string", "title": "string", "description": "string"})
-        labels = np.asarray(source.labels, dtype=object)[tag_codes]
-        tags = pd.DataFrame({"id": ids, "tag": labels}).astype({"tag": "string"})
+        )
+        tags = pd.DataFrame({"id": ids, "tag": np.asarray(source.labels, dtype=object)[tag_codes]})
         yield projects[list(PROJECT_COLUMNS)], tags[list(TAG_COLUMNS)]
 
 
@@ -260,8 +263,10 @@ def _make_unique(
     """
     while True:
         pairs = pd.DataFrame({"title": titles, "description": descriptions}, copy=False)
-        hashes = pd.util.hash_pandas_object(pairs, index=False).to_numpy()
-        repeated = pd.Series(hashes).duplicated().to_numpy() | np.isin(hashes, seen)
+        hashes = pd.util.hash_pandas_object(pairs, index=False, categorize=False).to_numpy()
+        slots = np.minimum(np.searchsorted(seen, hashes), max(len(seen) - 1, 0))
+        met = seen[slots] == hashes if len(seen) else np.zeros(len(hashes), dtype=bool)
+        repeated = pd.Series(hashes).duplicated().to_numpy() | met
         if not repeated.any():
             return np.sort(np.concatenate([seen, hashes]))
         titles[repeated] = titles[repeated] + np.char.add(" #", ids[repeated].astype(str))
