@@ -127,3 +127,19 @@ def test_unreadable_sources_fail_clearly(stores_copy, tmp_path, content, fragmen
     assert {k: v for k, v in after.items() if not k.startswith("prefect/")} == {
         k: v for k, v in before.items() if not k.startswith("prefect/")
     }
+
+
+def test_validations_ran_in_parallel_on_dask(dataops_done):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _, state = dataops_done
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    spans = {run.name.rsplit("-", 1)[0]: (run.start_time, run.end_time) for run in runs}
+    (p_start, p_end), (t_start, t_end) = spans["validate_projects"], spans["validate_tags"]
+    assert p_start < t_end and t_start < p_end  # the two validations overlapped in time
