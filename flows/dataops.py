@@ -88,6 +88,16 @@ def dataops(
         reports = [projects_future.result(), *tags_future.result()]
         docs = validation.build_data_docs(settings)
         publish_validation(reports, docs)
+        if not all(report.success for report in reports):
+            rejected = {
+                "snapshot": f"{staged.id} (rejected, nothing published)",
+                "rows_extracted": staged.projects_rows + staged.tags_rows,
+            }
+            create_markdown_artifact(
+                key="dataops-summary",
+                markdown=summary_markdown(rejected, reports, docs),
+                description="DataOps run rejected by validation",
+            )
         validation.raise_for_failures(reports)
         feature_set = compute_features(staged, {"projects": projects_uri, "tags": tags_uri})
     finally:

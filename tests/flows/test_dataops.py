@@ -38,10 +38,8 @@ def test_features_are_readable_historically(dataops_done):
     assert frame["tag"].value_counts()["mlops"] == 63
 
 
-def test_artifacts_tell_the_story(dataops_done):
+def flow_run_artifacts(state) -> dict:
     from prefect import get_client
-
-    _, state = dataops_done
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
@@ -50,7 +48,12 @@ def test_artifacts_tell_the_story(dataops_done):
                 flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
             )
         )
-    by_key = {a.key: a for a in artifacts}
+    return {a.key: a for a in artifacts if a.key}
+
+
+def test_artifacts_tell_the_story(dataops_done):
+    _, state = dataops_done
+    by_key = flow_run_artifacts(state)
     assert "dataops-summary" in by_key and "data-docs" in by_key
     assert "| features written | 764 |" in by_key["dataops-summary"].data
     assert "failed-expectations" not in by_key
@@ -98,6 +101,9 @@ def test_invalid_data_fails_and_changes_nothing(stores_copy, tmp_path, case):
     with pytest.raises(Exception, match=fragment) as error:
         state.result()
     assert "unexpected" in str(error.value)
+    artifacts = flow_run_artifacts(state)
+    assert "rejected, nothing published" in artifacts["dataops-summary"].data
+    assert "failed-expectations" in artifacts and "data-docs" in artifacts
     after = tree_digest(stores_copy.stores_dir)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     assert not {k for k in changed if not k.startswith(("gx/", "prefect/"))}, changed
