@@ -18,9 +18,6 @@ from tagifai.errors import DataSourceError
 from tagifai.extract import Snapshot, read_parquet
 from tagifai.validation import ValidationReport
 
-DEFAULT_PROJECTS = str(get_settings().projects_csv)
-DEFAULT_TAGS = str(get_settings().tags_csv)
-
 
 def retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook
     """Retry I/O hiccups, not sources that are missing, empty or malformed."""
@@ -71,9 +68,7 @@ def cache_to_feature_store(feature_set: features.FeatureSet) -> store.Materializ
 
 
 @flow(name="dataops", task_runner=build_task_runner(), log_prints=False)
-def dataops(
-    projects_uri: str = DEFAULT_PROJECTS, tags_uri: str = DEFAULT_TAGS
-) -> dict[str, object]:
+def dataops(projects_uri: str | None = None, tags_uri: str | None = None) -> dict[str, object]:
     """Extract, validate (projects and tags in parallel), compute features, fill the store.
 
     Bad data fails the run after validation with every failed expectation named, and
@@ -81,12 +76,15 @@ def dataops(
     stay exactly as they were.
     """
     settings = get_settings()
-    staged = extract_data(projects_uri, tags_uri)
+    projects_uri = projects_uri or str(settings.projects_csv)  # the shipped CSVs by default
+    tags_uri = tags_uri or str(settings.tags_csv)
+    # Every task is submitted, so with TAGIFAI_DASK_ADDRESS all of them run on the cluster.
+    staged = extract_data.submit(projects_uri, tags_uri).result()
     try:
         projects_future = validate_projects.submit(staged)
         tags_future = validate_tags.submit(staged)
         reports = [projects_future.result(), *tags_future.result()]
-        docs = validation.build_data_docs(settings)
+        docs = validation.data_docs_index(settings)  # updated by each checkpoint run
         publish_validation(reports, docs)
         if not all(report.success for report in reports):
             rejected = {
@@ -99,10 +97,11 @@ def dataops(
                 description="DataOps run rejected by validation",
             )
         validation.raise_for_failures(reports)
-        feature_set = compute_features(staged, {"projects": projects_uri, "tags": tags_uri})
+        source = {"projects": projects_uri, "tags": tags_uri}
+        feature_set = compute_features.submit(staged, source).result()
     finally:
         extract.discard_staged(staged)
-    materialized = cache_to_feature_store(feature_set)
+    materialized = cache_to_feature_store.submit(feature_set).result()
     summary = {
         "snapshot": feature_set.snapshot_id,
         "rows_extracted": staged.projects_rows + staged.tags_rows,

@@ -241,7 +241,8 @@ def mlops(
     settings = get_settings()
     snapshot = snapshot or _latest_snapshot(settings)
     rule = ImprovementRule(f1_margin=f1_margin, class_tolerance=class_tolerance)
-    data_path = extract_features(snapshot)
+    # Every task is submitted, so with TAGIFAI_DASK_ADDRESS all of them run on the cluster.
+    data_path = extract_features.submit(snapshot).result()
     space = tune.resolve_space(search_space, _rows(data_path), settings)
     study_name = f"{snapshot}-{space}"
     params = tune.default_params(space)
@@ -253,9 +254,9 @@ def mlops(
         ]
         for future in futures:
             future.result()
-        params = summarize_study(study_name).best_params
-    trained = train_model(data_path, params, snapshot)
-    evaluation = evaluate_model(data_path, trained.version, rule)
+        params = summarize_study.submit(study_name).result().best_params
+    trained = train_model.submit(data_path, params, snapshot).result()
+    evaluation = evaluate_model.submit(data_path, trained.version, rule).result()
     outcome = decide(evaluation, data_path, rule)
     return {
         "snapshot": snapshot,

@@ -28,6 +28,16 @@ def dask_runner_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+class SettingsDaskTaskRunner(DaskTaskRunner):
+    """Reads ``TAGIFAI_DASK_*`` when each flow run starts, not when the flow is imported.
+
+    Prefect calls ``duplicate()`` at the start of every flow run.
+    """
+
+    def duplicate(self) -> DaskTaskRunner:
+        return DaskTaskRunner(**dask_runner_options(get_settings()))
+
+
 def build_task_runner(settings: Settings | None = None) -> DaskTaskRunner:
-    """A fresh runner: reads only environment variables, starts nothing until a flow enters it."""
-    return DaskTaskRunner(**dask_runner_options(settings or get_settings()))
+    """A runner that starts nothing until a flow run enters it."""
+    return SettingsDaskTaskRunner(**dask_runner_options(settings or get_settings()))

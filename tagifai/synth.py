@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 SynthFormat = Literal["csv", "parquet"]
 
+# Rows per chunk: bounds memory (~200 MB of intermediates). Each chunk has its own generator,
+# seeded from (seed, chunk index), so changing this changes the output for N > CHUNK_ROWS.
 CHUNK_ROWS = 100_000
 FIRST_CREATED_ON = datetime(2020, 2, 20)
 LAST_CREATED_ON = datetime(2025, 12, 31, 23, 59, 59)
@@ -218,8 +220,9 @@ def _iter_chunks(
 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """(projects, tags) frames of at most CHUNK_ROWS rows each, in id order."""
     _check_rows(n_rows)
-    # Spread the rows evenly under the budget if N * MEAN_GAP would overshoot it; the clamp
-    # in _created_on guarantees the bound whatever the random gaps add up to.
+    # Spread the rows evenly under the budget if N * MEAN_GAP would overshoot it. The clamp
+    # below (row i at most budget - (N - i) seconds) keeps every row inside the budget
+    # whatever the random gaps add up to, and keeps the timestamps strictly increasing.
     mean_gap = min(float(MEAN_GAP_SECONDS), 0.9 * _BUDGET_SECONDS / n_rows)
     seen = np.empty(0, dtype=np.uint64)
     elapsed = 0

@@ -153,6 +153,11 @@ def data_docs_url(index: Path, settings: Settings | None = None) -> str:
     return index.resolve().as_uri()
 
 
+def data_docs_index(settings: Settings) -> Path:
+    """The Data Docs home page; each checkpoint's UpdateDataDocsAction keeps it current."""
+    return settings.gx_state_dir / "data_docs" / "local_site" / "index.html"
+
+
 def build_data_docs(settings: Settings) -> Path:
     """Rebuild the Data Docs site under ``settings.gx_state_dir``; return its ``index.html``."""
     with _CONTEXT_LOCK:

@@ -142,8 +142,10 @@ def task_placements(address: str) -> list[tuple[str, str]]:
 
     with Client(address, timeout=30) as client:
         names = {addr: info["name"] for addr, info in client.scheduler_info()["workers"].items()}
-        stream = client.get_task_stream()
-    stream.sort(key=lambda record: min(s["start"] for s in record["startstops"]))
+        stream = sorted(
+            client.get_task_stream(),
+            key=lambda record: min(s["start"] for s in record["startstops"]),
+        )
     return [(str(record["key"]).rsplit("-", 1)[0], names[record["worker"]]) for record in stream]
 
 
@@ -163,7 +165,8 @@ def test_dataops_and_mlops_run_on_the_cluster_workers(dask_cluster):
     assert ml_state.is_completed(), ml_state.message
     result = ml_state.result()
     settings = settings_for(dask_cluster.stores)
-    assert registry.get_version(settings, result["version"]).version == result["version"]
+    found = registry.get_version(settings, result["version"])
+    assert found is not None and found.snapshot_id == data_state.result()["snapshot"]
     assert store.count_online_rows(settings) == 764
     placements = task_placements(dask_cluster.address)
 
