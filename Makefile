@@ -32,10 +32,8 @@ browser-deps: ## Debian's chromium for the UI test (Playwright's own download fa
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; browser tests will be skipped"; }
 
-run: setup ## set up, then run the DataOps and MLOps flows on the embedded defaults
-	$(UV) run --frozen tagifai dataops
-	$(UV) run --frozen tagifai mlops
-	$(UV) run --frozen tagifai status
+run: up ## set up, start the platform, deploy, run dataops and follow the mlops it triggers
+	$(UV) run --frozen python -m deployments.run
 
 test: setup browser-deps ## set up, then run every test (unit, flows, e2e, browser)
 	$(UV) run --frozen pytest

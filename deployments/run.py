@@ -26,6 +26,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import httpx
+
 from deployments.platform import PlatformError, status, up
 from tagifai.config import MODEL_NAME, REPO_ROOT, Settings, get_settings
 from tagifai.errors import TagifaiError
@@ -230,28 +232,33 @@ def _require_completed(label: str, followed: Followed, api_url: str) -> None:
         )
 
 
-def _decision_of(settings: Settings, run: FlowRun) -> dict[str, Any] | None:
-    """The decision this mlops run recorded (``stores/reports/last_decision.json``)."""
+@dataclass(frozen=True)
+class Outcome:
+    """What the mlops run left in the stores: its decision and the production model."""
+
+    decision: dict[str, Any] | None
+    production: dict[str, Any] | None
+
+
+def read_outcome(settings: Settings, mlops: FlowRun) -> Outcome:
+    """The decision ``mlops`` recorded (``last_decision.json``) and the production model now."""
     from tagifai.state import collect_status
 
     state = collect_status(settings)
     decision = state.get("last_decision")
-    started = run.start_time
-    if not decision or started is None:
-        return {"production": state.get("production")}
-    made_at = datetime.fromisoformat(decision["at"])
-    if made_at < started.replace(microsecond=0):
-        decision = None  # an older decision: this run did not reach `decide`
-    return {"decision": decision, "production": state.get("production")}
+    if decision and (
+        mlops.start_time is None
+        or datetime.fromisoformat(decision["at"]) < mlops.start_time.replace(microsecond=0)
+    ):
+        decision = None  # an older decision: this run did not record one
+    return Outcome(decision, state.get("production"))
 
 
 def print_outcome(
-    settings: Settings, api_url: str, dataops: FlowRun, mlops: FlowRun, mlflow_url: str | None
+    outcome: Outcome, api_url: str, dataops: FlowRun, mlops: FlowRun, mlflow_url: str | None
 ) -> None:
     """The decision, metrics, production version and links."""
-    found = _decision_of(settings, mlops) or {}
-    decision = found.get("decision")
-    production = found.get("production")
+    decision, production = outcome.decision, outcome.production
     if decision:
         verdict = "improved, deployed" if decision["deployed"] else "not deployed"
         print(f"decision    v{decision['candidate_version']} {verdict}: {decision['reason']}")
@@ -260,6 +267,8 @@ def print_outcome(
             f"metrics     candidate test F1 {decision['candidate_f1']}"
             + (f", production before {before}" if before is not None else "")
         )
+    else:
+        print(f"decision    not recorded: see the evaluation report of {mlops.name}")
     if production:
         metrics = production["metrics"]
         print(
@@ -279,22 +288,26 @@ def print_outcome(
 
 
 def run_chain(
-    settings: Settings,
-    api_url: str,
-    parameters: dict[str, str] | None = None,
-    timeout_s: float = RUN_TIMEOUT_S,
+    api_url: str, parameters: dict[str, str] | None = None, timeout_s: float = RUN_TIMEOUT_S
 ) -> tuple[Followed, Followed]:
     """Start dataops from its deployment and follow it and the mlops run it triggers.
 
     Raises:
-        ChainError: a run failed, the trigger did not fire, or a run timed out.
+        ChainError: a deployment is missing, a run failed, the trigger did not fire, or a run
+            timed out.
     """
     from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
 
     started = time.monotonic()
     with get_client(sync_client=True) as client:
-        dataops_deployment = client.read_deployment_by_name(DATAOPS)
-        mlops_deployment = client.read_deployment_by_name(MLOPS)
+        try:
+            dataops_deployment = client.read_deployment_by_name(DATAOPS)
+            mlops_deployment = client.read_deployment_by_name(MLOPS)
+        except ObjectNotFound as error:
+            raise ChainError(
+                f"{DATAOPS} or {MLOPS} is not deployed on {api_url}: run without --no-deploy"
+            ) from error
         created = client.create_flow_run_from_deployment(
             dataops_deployment.id, parameters=parameters or {}
         )
@@ -343,14 +356,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parameters = (
             {"projects_uri": args.projects, "tags_uri": args.tags} if args.projects else None
         )
-        dataops, mlops = run_chain(settings, api_url, parameters, args.timeout)
-        mlflow = status(settings)["mlflow"]
+        dataops, mlops = run_chain(api_url, parameters, args.timeout)
         print(
             f"done        dataops {dataops.seconds:.1f} s, mlops {mlops.seconds:.1f} s, "
-            f"total {time.monotonic() - started:.1f} s"
+            f"total {time.monotonic() - started:.1f} s",
+            flush=True,
         )
+        mlflow = status(settings)["mlflow"]
         print_outcome(
-            settings,
+            read_outcome(settings, mlops.run),
             api_url,
             dataops.run,
             mlops.run,
@@ -367,6 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TagifaiError as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
+    except httpx.HTTPError as error:
+        print(f"error: Prefect API: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the runs go on on the worker (see the Prefect UI)", file=sys.stderr)
+        return 130
     return 0
 
 

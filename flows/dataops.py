@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_client, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
 from flows.runner import build_task_runner
 from tagifai import extract, features, store, validation
@@ -17,6 +18,10 @@ from tagifai.config import get_settings
 from tagifai.errors import DataSourceError
 from tagifai.extract import Snapshot, read_parquet
 from tagifai.validation import ValidationReport
+
+# The mlops deployment's trigger on this flow's Completed event reads the snapshot from this
+# label of the run (prefect.yaml): the event itself does not carry the flow's return value.
+SNAPSHOT_LABEL = "tagifai.snapshot"
 
 
 def retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook
@@ -115,7 +120,14 @@ def dataops(projects_uri: str | None = None, tags_uri: str | None = None) -> dic
         markdown=summary_markdown(summary, reports, docs),
         description="What this DataOps run did",
     )
+    label_run(feature_set.snapshot_id)
     return summary
+
+
+def label_run(snapshot_id: str) -> None:
+    """Label this flow run ``tagifai.snapshot=<id>``: what the mlops trigger passes on."""
+    with get_client(sync_client=True) as client:
+        client.update_flow_run_labels(flow_run.id, {SNAPSHOT_LABEL: snapshot_id})
 
 
 def publish_validation(reports: list[ValidationReport], docs: Path) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import httpx
@@ -30,12 +31,16 @@ from deployments.run import (
     DATAOPS,
     MLOPS,
     SNAPSHOT_LABEL,
+    ChainError,
     deploy,
     find_triggered_run,
     follow,
 )
 from deployments.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, send_data_arrived, sign
 from tagifai.config import REPO_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -47,6 +52,8 @@ CLIENT_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_
 
 @dataclass(frozen=True)
 class Deployed:
+    """A running platform with prefect.yaml deployed."""
+
     settings: Settings
     api_url: str
     hook_url: str
@@ -63,7 +70,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def api_client(api_url: str):
+def api_client(api_url: str) -> Iterator[SyncPrefectClient]:
     """A sync Prefect client on ``api_url`` whatever API this test session was set up with."""
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -140,15 +147,17 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
 
 
 def dataops_runs(api_url: str) -> list:
+    """dataops runs, except the future ones the server's scheduler adds at any time."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 
     with api_client(api_url) as client:
         deployment = client.read_deployment_by_name(DATAOPS)
-        return client.read_flow_runs(
+        runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])
             )
         )
+    return [run for run in runs if not run.auto_scheduled]
 
 
 def test_prefect_yaml_deploys_schedules_triggers_and_limits(deployed: Deployed) -> None:
@@ -219,7 +228,7 @@ def test_cli_run_of_dataops_triggers_mlops_on_its_snapshot(deployed: Deployed) -
     assert triggered.parameters == {
         "snapshot": snapshot,
         "n_trials": N_TRIALS,
-        "search_space": "default",
+        "search_space": "auto",
     }
     assert {"optuna-best-trial", "evaluation-report"} <= {a.key for a in artifacts}
     decision = json.loads((deployed.settings.reports_dir / "last_decision.json").read_text())
@@ -234,6 +243,31 @@ def test_cli_run_of_dataops_triggers_mlops_on_its_snapshot(deployed: Deployed) -
         f"whole chain {time.monotonic() - started:.1f} s"
     )
     assert trigger_s < 30
+
+
+def test_failed_dataops_ends_the_run_with_one_line_and_triggers_nothing(
+    deployed: Deployed,
+) -> None:
+    missing = deployed.data_root / "missing"
+    command = [
+        sys.executable, "-m", "deployments.run", "--no-deploy", "--timeout", "300",
+        "--projects", str(missing / "projects.csv"), "--tags", str(missing / "tags.csv"),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    [error] = result.stderr.strip().splitlines()
+    assert re.fullmatch(r"error: dataops run '\S+' ended Failed: .+ \(http://\S+\)", error), error
+    assert "projects" in error  # the flow's own reason: which source could not be read
+    run_id = re.search(r"/runs/flow-run/([0-9a-f-]{36})", result.stdout)
+    assert run_id, result.stdout
+    with api_client(deployed.api_url) as client:
+        failed = client.read_flow_run(UUID(run_id.group(1)))
+        mlops_deployment = client.read_deployment_by_name(MLOPS)
+        with pytest.raises(ChainError, match="no run of mlops/mlops was triggered"):
+            find_triggered_run(client, mlops_deployment.id, failed, timeout_s=5)
 
 
 def test_signed_webhook_runs_dataops_on_the_payload_uris(deployed: Deployed) -> None:
@@ -326,7 +360,8 @@ def test_bad_webhooks_are_refused_and_start_nothing(deployed: Deployed) -> None:
             EventFilter(
                 occurred=EventOccurredFilter(since=since),
                 event=EventNameFilter(name=["tagifai.data.arrived"]),
-            )
+            ),
+            limit=50,  # the server's maximum; the client's default (100) is refused
         ).events
     assert events == []
     assert {r.id for r in dataops_runs(deployed.api_url)} == runs_before

@@ -29,6 +29,15 @@ def test_good_run_materialises_every_project(dataops_done):
     assert online["text"].startswith("comparison between yolo and rcnn")
 
 
+def test_run_is_labelled_with_its_snapshot(dataops_done):
+    from prefect import get_client
+
+    _, state = dataops_done
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.labels["tagifai.snapshot"] == state.result()["snapshot"]
+
+
 def test_features_are_readable_historically(dataops_done):
     from tagifai.workflow import build_training_frame
 
