@@ -31,7 +31,7 @@ def one_line_error(result, fragment):
 
 
 @pytest.mark.parametrize(
-    "command", ["train", "evaluate", "predict", "status", "dataops", "mlops", "features"]
+    "command", ["train", "evaluate", "predict", "status", "dataops", "mlops", "features", "synth"]
 )
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])
