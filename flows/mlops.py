@@ -249,7 +249,7 @@ def mlops(
     if n_trials > 0:
         batches = _batch_sizes(n_trials, settings.dask_workers)
         futures = [
-            tune_batch.submit(study_name, data_path, size, search_space, i)
+            tune_batch.submit(study_name, data_path, size, space, i)
             for i, size in enumerate(batches)
         ]
         for future in futures:

@@ -170,3 +170,14 @@ def test_two_runs_at_once_deploy_one_after_the_other(stores_copy):
     with get_client(sync_client=True) as client:
         lock = client.read_global_concurrency_limit_by_name("tagifai-deploy")
     assert lock.limit == 1 and lock.active_slots == 0  # held by each deploy, then released
+
+
+def test_auto_space_resolves_before_tuning(first_and_regressed):
+    """The study is named after the resolved space and starts with the baseline trial."""
+    from tagifai.train import ModelParams
+    from tagifai.tune import load_study
+
+    settings, first, _, _ = first_and_regressed
+    study = load_study(settings, f"{first.result()['snapshot']}-default")
+    assert len(study.trials) == 4
+    assert ModelParams.from_dict(study.trials[0].user_attrs["params"]) == ModelParams()
