@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,29 @@ class ModelVersion:
     tags: dict[str, str]
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def _import_mlflow() -> None:
+    """Import MLflow once per process, under a lock.
+
+    Two threads importing MLflow for the first time at once race in protobuf's descriptor
+    pool ("Couldn't build proto file into descriptor pool: Depends on file 'databricks.proto'"),
+    as ``decide``'s parallel tasks did in a fresh flow-run process.
+    """
+    with _IMPORT_LOCK:
+        import mlflow  # noqa: F401
+        import mlflow.artifacts  # noqa: F401
+        import mlflow.sklearn  # noqa: F401
+
+
 def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 def connect(settings: Settings) -> Any:
     """Point MLflow at the settings' tracking URI and return a client (creates the experiment)."""
+    _import_mlflow()
     import mlflow
     from mlflow import MlflowClient
 
@@ -85,11 +103,11 @@ def log_training(
     tags: dict[str, str],
 ) -> LoggedModel:
     """Log one training run (params, metrics, tags, the fitted pipeline); register a version."""
+    client = connect(settings)
     import mlflow
     import mlflow.sklearn
     import sklearn
 
-    client = connect(settings)
     with mlflow.start_run(tags=tags) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -137,9 +155,9 @@ def run_url(settings: Settings, experiment_id: str, run_id: str) -> str | None:
 
 def get_version(settings: Settings, version: int | None = None) -> ModelVersion | None:
     """A version by number, or the production version (None if there is none)."""
+    client = connect(settings)
     from mlflow.exceptions import MlflowException
 
-    client = connect(settings)
     try:
         if version is None:
             found = client.get_model_version_by_alias(MODEL_NAME, PRODUCTION_ALIAS)
@@ -159,9 +177,9 @@ def get_version(settings: Settings, version: int | None = None) -> ModelVersion 
 
 def load_model(settings: Settings, version: int | None = None) -> tuple[Any, ModelVersion]:
     """Load a version (default: production) as a scikit-learn pipeline."""
+    found = get_version(settings, version)
     import mlflow.sklearn
 
-    found = get_version(settings, version)
     if found is None:
         what = "no production model yet" if version is None else f"no model version {version}"
         raise ModelNotFoundError(f"{what}: run `tagifai train` (or the mlops flow) first")
@@ -171,9 +189,9 @@ def load_model(settings: Settings, version: int | None = None) -> tuple[Any, Mod
 
 def load_report(settings: Settings, run_id: str) -> EvaluationReport:
     """The evaluation report logged with a run."""
+    connect(settings)
     import mlflow.artifacts
 
-    connect(settings)
     path = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="evaluation/evaluation.json"
     )
