@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform as host_platform
+import resource
 import shlex
 import shutil
 import socket
@@ -32,6 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 TMP_DIR = OUT_DIR / "tmp"  # git-ignored: stores, synthetic data and logs of the runs
 SAMPLE_SECONDS = 0.2
+MB = 10**6
 MIB = 2**20
 GIB = 2**30
 
@@ -125,6 +127,7 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + sys of the process and every descendant it waited for
     samples: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
     @property
@@ -161,11 +164,20 @@ def run_measured(
     timeout: float | None = None,
     log: Path | None = None,
     echo: bool = True,
+    quiet: bool = True,
+    exclude: Sequence[int] = (),
 ) -> Measured:
-    """Run ``command`` from the repo root, timing it and sampling its process tree's RSS."""
+    """Run ``command`` from the repo root, timing it and sampling its process tree's RSS.
+
+    With ``quiet`` it first waits for other processes (not ours, not ``exclude``'s trees) to
+    leave the CPUs alone; see :func:`wait_for_quiet`.
+    """
     if echo:
         print(f"  $ {shell(command)}", flush=True)
+    if quiet:
+        wait_for_quiet(shell(command)[:120], exclude)
     started = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(
         list(command),
         cwd=REPO_ROOT,
@@ -185,15 +197,25 @@ def run_measured(
             stdout, stderr = process.communicate()
             stderr += f"\n[benchmarks] killed after {timeout} s"
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"$ {shell(command)}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n")
     result = Measured(
-        list(command), seconds, sampler.peak, process.returncode, stdout, stderr, sampler.series
+        list(command),
+        seconds,
+        sampler.peak,
+        process.returncode,
+        stdout,
+        stderr,
+        cpu,
+        sampler.series,
     )
     if echo:
         print(
-            f"    {seconds:.1f} s, peak {sampler.peak / MIB:.0f} MiB, exit {process.returncode}",
+            f"    {seconds:.1f} s wall, {cpu:.1f} s CPU, peak {sampler.peak / MIB:.0f} MiB, "
+            f"exit {process.returncode}",
             flush=True,
         )
     return result
@@ -222,6 +244,7 @@ def isolated_env(stores_dir: Path, api_url: str | None = None, **extra: str) -> 
     env.update(QUIET_ENV)
     env["TAGIFAI_STORES_DIR"] = str(stores_dir)
     env["PREFECT_HOME"] = str(stores_dir / "prefect")
+    (stores_dir / "prefect").mkdir(parents=True, exist_ok=True)
     if api_url:
         env["PREFECT_API_URL"] = api_url
     env.update(extra)
@@ -367,25 +390,77 @@ def git_revision() -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_files": len(changed)}
 
 
-def other_load() -> dict[str, Any]:
-    """CPU busy with processes that are not ours (other sessions share this machine)."""
-    mine = {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))}
-    busy = []
-    for process in psutil.process_iter(["pid", "name", "cpu_percent"]):
+def _tree_pids(roots: Sequence[int]) -> set[int]:
+    pids: set[int] = set()
+    for root in roots:
         with contextlib.suppress(psutil.Error):
-            process.cpu_percent(None)
-    time.sleep(1.0)
+            process = psutil.Process(root)
+            pids.add(root)
+            pids.update(child.pid for child in process.children(recursive=True))
+    return pids
+
+
+def foreign_cpu(exclude: Sequence[int] = (), window: float = 2.0) -> tuple[float, list[dict]]:
+    """CPU used by processes outside our tree (and the ``exclude`` trees) over ``window``
+    seconds, in percent of one core; and the busiest of them."""
+    processes = []
     for process in psutil.process_iter(["pid", "name"]):
         with contextlib.suppress(psutil.Error):
-            if process.pid in mine:
-                continue
+            process.cpu_percent(None)
+            processes.append(process)
+    time.sleep(window)
+    mine = _tree_pids([os.getpid(), *exclude])
+    busy = []
+    for process in processes:
+        if process.pid in mine:
+            continue
+        with contextlib.suppress(psutil.Error):
             percent = process.cpu_percent(None)
-            if percent >= 5:
+            if percent > 0:
                 busy.append({"pid": process.pid, "name": process.name(), "cpu_percent": percent})
+    busy.sort(key=lambda p: -p["cpu_percent"])
+    return sum(p["cpu_percent"] for p in busy), busy[:5]
+
+
+def other_load(exclude: Sequence[int] = ()) -> dict[str, Any]:
+    """How busy the machine is with work that is not ours (other sessions share it)."""
+    percent, busy = foreign_cpu(exclude)
     return {
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "foreign_busy_processes": sorted(busy, key=lambda p: -p["cpu_percent"])[:5],
+        "foreign_cpu_percent_of_one_core": round(percent),
+        "foreign_busy_processes": busy,
     }
+
+
+QUIET_PERCENT = float(os.environ.get("BENCH_QUIET_PERCENT") or 35)
+QUIET_MAX_WAIT_S = float(os.environ.get("BENCH_QUIET_MAX_WAIT") or 300)
+QUIET_LOG: list[dict[str, Any]] = []  # every wait of this process, for the JSON
+
+
+def wait_for_quiet(label: str, exclude: Sequence[int] = ()) -> dict[str, Any]:
+    """Wait (up to BENCH_QUIET_MAX_WAIT s) until other processes use less than
+    BENCH_QUIET_PERCENT % of one core for a few seconds in a row, so that a measurement does
+    not share the 2 cores with someone else's test suite. Records what it saw."""
+    started = time.monotonic()
+    calm = 0
+    percent, busy = foreign_cpu(exclude)
+    while time.monotonic() - started < QUIET_MAX_WAIT_S:
+        calm = calm + 1 if percent < QUIET_PERCENT else 0
+        if calm >= 2:
+            break
+        if calm == 0 and int(time.monotonic() - started) % 60 < 4:
+            names = ", ".join(f"{p['name']} {p['cpu_percent']:.0f}%" for p in busy[:3])
+            print(f"    waiting for a quiet machine ({percent:.0f}% busy: {names})", flush=True)
+        percent, busy = foreign_cpu(exclude, window=3.0)
+    record = {
+        "before": label,
+        "waited_s": round(time.monotonic() - started, 1),
+        "foreign_cpu_percent": round(percent),
+        "quiet": percent < QUIET_PERCENT,
+        "busiest": busy[:3],
+    }
+    QUIET_LOG.append(record)
+    return record
 
 
 # --- results -----------------------------------------------------------------------------
@@ -432,6 +507,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    quiet_from: int = field(default_factory=lambda: len(QUIET_LOG))
 
     def add_command(self, measured: Measured | Sequence[str]) -> None:
         command = measured.command if isinstance(measured, Measured) else measured
@@ -449,6 +525,7 @@ class Result:
             "targets": [t.to_dict() for t in self.targets],
             "notes": self.notes,
             "subprocess_commands": self.commands,
+            "quiet_waits": QUIET_LOG[self.quiet_from :],
         }
 
 

@@ -1,0 +1,219 @@
+"""DataOps and MLOps at 10k, 100k and 1M synthetic rows: wall time and peak memory of
+``tagifai dataops --projects .. --tags ..`` and ``tagifai mlops --trials 4 --space scale``
+(subprocesses against a private Prefect server whose start is not timed).
+
+Targets: 10x more rows costs <= 12x more time; at 1M rows dataops < 5 min with peak < 4 GiB,
+and mlops < 5 min. ``--max-rows 100000`` skips the 1M step (it takes many minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from typing import Any
+
+NAME = "scaling"
+SIZES = (10_000, 100_000, 1_000_000)
+FIVE_MINUTES = 300.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(NAME)
+    group.add_argument(
+        "--max-rows",
+        type=int,
+        default=max(SIZES),
+        help="largest size of the scaling benchmark (default 1000000)",
+    )
+    group.add_argument("--scaling-format", choices=("csv", "parquet"), default="csv")
+    group.add_argument("--scaling-trials", type=int, default=4)
+
+
+def run(args: argparse.Namespace) -> Any:
+    from benchmarks import prefect_api
+    from benchmarks.common import (
+        GIB,
+        MIB,
+        PrivatePlatform,
+        Result,
+        Target,
+        cli,
+        fresh_dir,
+        isolated_env,
+        other_load,
+        print_table,
+        run_measured,
+    )
+
+    sizes = [n for n in SIZES if n <= args.max_rows]
+    fmt, trials = args.scaling_format, args.scaling_trials
+    result = Result(NAME, f"dataops + mlops ({trials} trials, scale space) at {sizes} rows")
+    base = fresh_dir(NAME)
+    result.figures["load_before"] = other_load()
+    points: list[dict[str, Any]] = []
+    with PrivatePlatform(base / "platform") as platform:
+        result.figures["server_start_seconds_excluded"] = round(platform.up_seconds, 1)
+        for rows in sizes:
+            data = base / f"data-{rows}"
+            stores = base / f"stores-{rows}"
+            env = isolated_env(stores, platform.api_url)
+            synth = run_measured(
+                cli("synth", "--rows", str(rows), "--out", str(data), "--format", fmt),
+                env,
+                quiet=False,
+            ).check()
+            result.add_command(synth)
+            point: dict[str, Any] = {"rows": rows, "synth_seconds": round(synth.seconds, 2)}
+            for flow, command in (
+                (
+                    "dataops",
+                    cli(
+                        "dataops",
+                        "--projects",
+                        str(data / f"projects.{fmt}"),
+                        "--tags",
+                        str(data / f"tags.{fmt}"),
+                    ),
+                ),
+                ("mlops", cli("mlops", "--trials", str(trials), "--space", "scale")),
+            ):
+                before = {r["id"] for r in prefect_api.flow_runs(platform.api_url, flow)}
+                measured = run_measured(
+                    command, env, log=base / f"{flow}-{rows}.log", timeout=3 * 3600
+                )
+                result.add_command(measured)
+                new = [
+                    r
+                    for r in prefect_api.flow_runs(platform.api_url, flow)
+                    if r["id"] not in before
+                ]
+                point[flow] = {
+                    "seconds": round(measured.seconds, 2),
+                    "cpu_seconds": round(measured.cpu_seconds, 1),
+                    "peak_rss_mib": round(measured.peak_rss / MIB),
+                    "exit": measured.returncode,
+                    "tasks": prefect_api.task_breakdown(platform.api_url, new[0]["id"])
+                    if new
+                    else [],
+                    "error": "" if measured.ok else measured.tail(5),
+                }
+                if not measured.ok:
+                    break
+            points.append(point)
+            # Keep the logs, drop the gigabytes (data and stores are re-made on every run).
+            shutil.rmtree(data, ignore_errors=True)
+            shutil.rmtree(stores, ignore_errors=True)
+        result.figures["load_after"] = other_load()
+
+    result.figures.update({"format": fmt, "trials": trials, "points": points})
+    for flow in ("dataops", "mlops"):
+        for small, large in zip(points, points[1:], strict=False):
+            if flow not in small or flow not in large:
+                continue
+            ratio = large[flow]["seconds"] / small[flow]["seconds"]
+            result.targets.append(
+                Target(
+                    f"{flow} time {large['rows'] // 1000}k / {small['rows'] // 1000}k rows",
+                    ratio,
+                    12,
+                    "x",
+                    note=_ratio_note(flow, small, large, ratio),
+                )
+            )
+    million = next((p for p in points if p["rows"] == 1_000_000), None)
+    if million is not None:
+        dataops, mlops = million.get("dataops", {}), million.get("mlops", {})
+        result.targets += [
+            Target(
+                "dataops at 1M rows",
+                dataops.get("seconds"),
+                FIVE_MINUTES,
+                "s",
+                note=_slowest(dataops),
+            ),
+            Target(
+                "dataops peak memory at 1M rows",
+                dataops.get("peak_rss_mib", 0) * MIB / GIB,
+                4,
+                "GiB",
+                note="whole process tree: CLI process + 2 Dask workers",
+            ),
+            Target(
+                "mlops at 1M rows", mlops.get("seconds"), FIVE_MINUTES, "s", note=_slowest(mlops)
+            ),
+        ]
+    else:
+        result.notes.append(f"1M rows skipped (--max-rows {args.max_rows}).")
+    result.notes += [
+        f"Synthetic {fmt} from tagifai.synth (seed 42); synth time not counted.",
+        "Each size starts from empty stores; imports and the Dask cluster start are included.",
+    ]
+    plot(result, points)
+    rows_table = []
+    for point in points:
+        for flow in ("dataops", "mlops"):
+            if flow in point:
+                f = point[flow]
+                rows_table.append(
+                    (
+                        f"{flow:<7} {point['rows']:>9,} rows",
+                        f"{f['seconds']:8.1f} s  {f['cpu_seconds']:8.1f} s CPU  "
+                        f"peak {f['peak_rss_mib']:6d} MiB  exit {f['exit']}",
+                    )
+                )
+    print_table(result, rows_table)
+    return result
+
+
+def _slowest(side: dict[str, Any]) -> str:
+    tasks = sorted(side.get("tasks", []), key=lambda t: -(t["seconds"] or 0))[:3]
+    text = ", ".join(f"{t['task']} {t['seconds'] or 0:.0f} s" for t in tasks)
+    if side.get("error"):
+        text = f"failed: {side['error'][-300:]}; " + text
+    return f"slowest tasks: {text}" if tasks else text
+
+
+def _ratio_note(flow: str, small: dict[str, Any], large: dict[str, Any], ratio: float) -> str:
+    text = f"{small[flow]['seconds']:.0f} s -> {large[flow]['seconds']:.0f} s"
+    if ratio > 12:
+        text += "; target missed: " + _slowest(large[flow])
+    return text
+
+
+def plot(result: Any, points: list[dict[str, Any]]) -> None:
+    from benchmarks.common import plt, save_figure
+
+    pyplot = plt()
+    figure, (times, memory) = pyplot.subplots(1, 2, figsize=(11, 4.5))
+    colors = {"dataops": "#4c72b0", "mlops": "#dd8452"}
+    for flow, color in colors.items():
+        ok = [p for p in points if flow in p and p[flow]["exit"] == 0]
+        rows = [p["rows"] for p in ok]
+        times.plot(rows, [p[flow]["seconds"] for p in ok], "o-", color=color, label=flow)
+        memory.plot(
+            rows, [p[flow]["peak_rss_mib"] / 1024 for p in ok], "o-", color=color, label=flow
+        )
+        if ok:  # what linear scaling from the smallest size would cost
+            first = ok[0]
+            linear = [first[flow]["seconds"] * r / first["rows"] for r in rows]
+            times.plot(rows, linear, ":", color=color, linewidth=1)
+    times.axhline(FIVE_MINUTES, color="red", linestyle="--", linewidth=1)
+    times.text(
+        points[0]["rows"], FIVE_MINUTES, "5 min (1M target)", color="red", fontsize=8, va="bottom"
+    )
+    times.set_xscale("log")
+    times.set_yscale("log")
+    times.set_xlabel("rows")
+    times.set_ylabel("wall time (s), log; dotted: linear from the smallest size")
+    times.set_title("Time vs rows")
+    times.legend()
+    memory.axhline(4, color="red", linestyle="--", linewidth=1)
+    memory.text(
+        points[0]["rows"], 4, "4 GiB (dataops 1M target)", color="red", fontsize=8, va="bottom"
+    )
+    memory.set_xscale("log")
+    memory.set_xlabel("rows")
+    memory.set_ylabel("peak RSS of the process tree (GiB)")
+    memory.set_title("Memory vs rows")
+    memory.legend()
+    save_figure(figure, NAME)

@@ -1,0 +1,357 @@
+"""Optuna on Dask: the same study (16 trials, search space ``scale``: hashing vectoriser +
+SGD) on 1 and on 2 Dask worker processes, on 100k synthetic rows so a trial costs seconds.
+
+It does what flows/mlops.py does without Prefect: one coarse batch of trials per worker
+(``tagifai.tune.run_trials`` on the split loaded from a training frame, the body of
+``tune_batch``), all batches against one shared journal study. Target: speed-up >= 1.6x.
+
+The study runs in a subprocess (``python -m benchmarks.tuning --study``) that starts a
+``distributed.LocalCluster`` like ``flows/runner.py`` builds it (processes, one thread each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NAME = "optuna"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(NAME)
+    group.add_argument("--optuna-rows", type=int, default=100_000)
+    group.add_argument("--optuna-trials", type=int, default=16)
+    group.add_argument("--optuna-space", default="scale")
+    group.add_argument("--optuna-repeat", type=int, default=1)
+
+
+def run(args: argparse.Namespace) -> Any:
+    from benchmarks.common import (
+        MIB,
+        Result,
+        Target,
+        cli,
+        fresh_dir,
+        isolated_env,
+        other_load,
+        print_table,
+        python,
+        run_measured,
+    )
+
+    rows, trials, space = args.optuna_rows, args.optuna_trials, args.optuna_space
+    result = Result(
+        NAME, f"{trials} Optuna trials ({space} space, {rows:,} rows): 1 vs 2 Dask workers"
+    )
+    base = fresh_dir(NAME)
+    env = isolated_env(base / "stores")
+    result.figures["load_before"] = other_load()
+    data = base / "data"
+    synth = run_measured(
+        cli("synth", "--rows", str(rows), "--out", str(data), "--format", "parquet"),
+        env,
+        quiet=False,
+    ).check()
+    result.add_command(synth)
+    frame = base / "frame.parquet"
+    prepared = run_measured(
+        python(
+            "-m",
+            "benchmarks.tuning",
+            "--prepare",
+            "--projects",
+            str(data / "projects.parquet"),
+            "--tags",
+            str(data / "tags.parquet"),
+            "--frame",
+            str(frame),
+        ),
+        env,
+        quiet=False,
+    ).check()
+    result.add_command(prepared)
+    split = prepared.last_json()
+
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for repetition in range(args.optuna_repeat):
+        for workers in (1, 2) if repetition % 2 == 0 else (2, 1):
+            stores = base / f"workers-{workers}-{repetition}" / "stores"
+            measured = run_measured(
+                python(
+                    "-m",
+                    "benchmarks.tuning",
+                    "--study",
+                    "--workers",
+                    str(workers),
+                    "--trials",
+                    str(trials),
+                    "--space",
+                    space,
+                    "--frame",
+                    str(frame),
+                ),
+                isolated_env(stores),
+                log=stores.parent / "study.log",
+                timeout=7200,
+            ).check()
+            result.add_command(measured)
+            report = measured.last_json()
+            report["process_seconds"] = round(measured.seconds, 2)
+            report["peak_rss_mib"] = round(measured.peak_rss / MIB)
+            report["cpu_seconds"] = round(measured.cpu_seconds, 1)
+            runs[workers].append(report)
+
+    one = min(runs[1], key=lambda r: r["tuning_seconds"])
+    two = min(runs[2], key=lambda r: r["tuning_seconds"])
+    speedup = one["tuning_seconds"] / two["tuning_seconds"]
+    speedup_process = one["process_seconds"] / two["process_seconds"]
+    result.figures.update(
+        {
+            "rows": rows,
+            "split_rows": split,
+            "trials": trials,
+            "space": space,
+            "synth_seconds": round(synth.seconds, 1),
+            "runs": {str(k): v for k, v in runs.items()},
+            "tuning_seconds_1_worker": one["tuning_seconds"],
+            "tuning_seconds_2_workers": two["tuning_seconds"],
+            "speedup": round(speedup, 3),
+            "speedup_including_cluster_start_and_imports": round(speedup_process, 3),
+            "mean_trial_seconds_1_worker": one["mean_trial_seconds"],
+            "mean_trial_seconds_2_workers": two["mean_trial_seconds"],
+            "load_after": other_load(),
+        }
+    )
+    note = _speedup_note(speedup, one, two)
+    result.targets.append(Target("speed-up 2 workers vs 1", speedup, 1.6, "x", ">=", note=note))
+    result.targets.append(
+        Target(
+            "trial cost on this data (1 worker, mean)",
+            one["mean_trial_seconds"],
+            1.0,
+            "s",
+            ">=",
+            note="precondition of the measurement, not a product target",
+        )
+    )
+    result.notes += [
+        "Speed-up = tuning wall time (first batch submitted to last batch done) on 1 worker / "
+        "on 2 workers; the cluster start is reported separately and excluded.",
+        "Both workers build their TPESampler with the same seed (tune.run_trials passes "
+        "SEED to every batch); 'duplicate_param_sets' counts trials that repeated another "
+        "trial's parameters in the same study.",
+        "Each trial trains on train-set fractions 0.34, 0.67, 1.0 (median pruning), so a "
+        "pruned trial costs less than a completed one; the two runs may prune differently.",
+    ]
+    plot(result, one, two)
+    print_table(
+        result,
+        [
+            ("data", f"{rows:,} synthetic rows -> train {split['train']:,} / val {split['val']:,}"),
+            ("1 worker", _describe(one)),
+            ("2 workers", _describe(two)),
+            ("speed-up (tuning)", f"{speedup:.2f}x"),
+            ("speed-up (whole process)", f"{speedup_process:.2f}x"),
+        ],
+    )
+    return result
+
+
+def _describe(report: dict[str, Any]) -> str:
+    return (
+        f"tuning {report['tuning_seconds']:.1f} s "
+        f"(cluster start {report['cluster_start_seconds']:.1f} s), "
+        f"{report['completed']} completed + {report['pruned']} pruned, mean trial "
+        f"{report['mean_trial_seconds']:.2f} s, {report['duplicate_param_sets']} duplicate "
+        f"params, best F1 {report['best_value']:.4f}, peak {report['peak_rss_mib']} MiB"
+    )
+
+
+def _speedup_note(speedup: float, one: dict[str, Any], two: dict[str, Any]) -> str:
+    work_one = one["trial_seconds_total"]
+    work_two = two["trial_seconds_total"]
+    text = (
+        f"Sum of trial durations: {work_one:.0f} s on 1 worker, {work_two:.0f} s on 2 "
+        f"(each trial {work_two / max(work_one, 1e-9):.2f}x slower when two run at once); "
+        f"CPU-seconds per trial {one['cpu_seconds_per_trial']:.2f} on 1 worker, "
+        f"{two['cpu_seconds_per_trial']:.2f} on 2. Equal CPU per trial with longer wall "
+        "time means the two workers did not get two whole cores (see quiet_waits: other "
+        "processes were running); more CPU per trial means they slow each other down."
+    )
+    if speedup < 1.6:
+        text = "Target missed. " + text
+    return text
+
+
+def plot(result: Any, one: dict[str, Any], two: dict[str, Any]) -> None:
+    from benchmarks.common import plt, save_figure
+
+    pyplot = plt()
+    figure, (bars, gantt) = pyplot.subplots(1, 2, figsize=(11, 4.5), width_ratios=(1, 2))
+    for x, report in enumerate((one, two)):
+        bars.bar(x, report["cluster_start_seconds"], color="#bbbbbb", width=0.6)
+        bars.bar(
+            x,
+            report["tuning_seconds"],
+            bottom=report["cluster_start_seconds"],
+            color="#4c72b0",
+            width=0.6,
+        )
+        total = report["cluster_start_seconds"] + report["tuning_seconds"]
+        bars.text(x, total, f"{report['tuning_seconds']:.0f} s", ha="center", va="bottom")
+    bars.set_xticks([0, 1], ["1 worker", "2 workers"])
+    bars.set_ylabel("seconds (grey: cluster start)")
+    bars.set_title(f"Speed-up {result.figures['speedup']:.2f}x (target 1.6x)")
+    for row, report in enumerate((one, two)):
+        for trial in report["timeline"]:
+            color = "#4c72b0" if trial["state"] == "COMPLETE" else "#dd8452"
+            lane = row * 2.5 + trial["lane"]
+            gantt.barh(
+                lane,
+                trial["end"] - trial["start"],
+                left=trial["start"],
+                height=0.8,
+                color=color,
+                edgecolor="white",
+            )
+    gantt.set_yticks([0, 2.5, 3.5], ["1 worker", "2 workers: lane 1", "lane 2"])
+    gantt.set_xlabel("seconds since the first trial started (blue: complete, orange: pruned)")
+    gantt.set_title("Trials over time")
+    save_figure(figure, NAME)
+
+
+# --- the measuring subprocesses ----------------------------------------------------------
+
+
+def prepare(projects: str, tags: str, frame: Path) -> dict[str, int]:
+    """The training frame (id, text, tag) that ``build_training_frame`` would produce."""
+    from tagifai.config import get_settings
+    from tagifai.data import split_data
+    from tagifai.workflow import features_from_sources
+
+    features = features_from_sources(projects, tags)
+    features[["id", "text", "tag"]].to_parquet(frame, index=False)
+    split = split_data(features, seed=get_settings().seed)
+    return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
+
+
+def tune_batch(study_name: str, frame: str, n_trials: int, space: str) -> dict[str, Any]:
+    """The body of flows/mlops.py's tune_batch, minus the progress artifact."""
+    from tagifai import tune, workflow
+    from tagifai.config import get_settings
+
+    settings = get_settings()
+    split = workflow.load_split(Path(frame), settings.seed)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    batch = tune.run_trials(
+        settings,
+        study_name,
+        tune.TuneData.from_frames(split.train, split.val),
+        n_trials,
+        space,  # type: ignore[arg-type]
+    )
+    return {
+        "completed": batch.completed,
+        "pruned": batch.pruned,
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
+    }
+
+
+def batch_sizes(n_trials: int, workers: int) -> list[int]:
+    """As flows/mlops.py's _batch_sizes: one coarse batch per worker."""
+    workers = max(1, min(workers, n_trials))
+    return [n_trials // workers + (1 if i < n_trials % workers else 0) for i in range(workers)]
+
+
+def study(workers: int, n_trials: int, space: str, frame: Path) -> dict[str, Any]:
+    import optuna
+    from distributed import Client, LocalCluster
+
+    from tagifai import tune
+    from tagifai.config import get_settings
+
+    settings = get_settings()
+    study_name = f"bench-{space}-{workers}w"
+    started = time.perf_counter()
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = Client(cluster)
+    cluster_start = time.perf_counter() - started
+    started = time.perf_counter()
+    futures = [
+        client.submit(tune_batch, study_name, str(frame), size, space, pure=False)
+        for size in batch_sizes(n_trials, workers)
+    ]
+    batches = client.gather(futures)
+    tuning = time.perf_counter() - started
+    client.close()
+    cluster.close()
+
+    loaded = tune.load_study(settings, study_name)
+    trials = [t for t in loaded.trials if t.datetime_start and t.datetime_complete]
+    origin = min(t.datetime_start for t in trials)
+    spans = sorted(
+        (
+            (t.datetime_start - origin).total_seconds(),
+            (t.datetime_complete - origin).total_seconds(),
+            t.state.name,
+        )
+        for t in trials
+    )
+    lanes: list[float] = []
+    timeline = []
+    for start, end, state in spans:  # greedy lanes: which trials ran side by side
+        lane = next((i for i, free in enumerate(lanes) if free <= start + 1e-3), len(lanes))
+        if lane == len(lanes):
+            lanes.append(end)
+        lanes[lane] = end
+        timeline.append(
+            {"start": round(start, 2), "end": round(end, 2), "state": state, "lane": lane}
+        )
+    durations = [end - start for start, end, _ in spans]
+    params = [json.dumps(t.params, sort_keys=True) for t in trials]
+    states = [t.state for t in trials]
+    return {
+        "workers": workers,
+        "batches": [b["completed"] + b["pruned"] for b in batches],
+        "batch_seconds": [round(b["seconds"], 2) for b in batches],
+        "batch_cpu_seconds": [round(b["cpu_seconds"], 2) for b in batches],
+        "cpu_seconds_per_trial": round(sum(b["cpu_seconds"] for b in batches) / len(trials), 3),
+        "cluster_start_seconds": round(cluster_start, 2),
+        "tuning_seconds": round(tuning, 2),
+        "completed": states.count(optuna.trial.TrialState.COMPLETE),
+        "pruned": states.count(optuna.trial.TrialState.PRUNED),
+        "mean_trial_seconds": round(sum(durations) / len(durations), 3),
+        "trial_seconds_total": round(sum(durations), 2),
+        "duplicate_param_sets": len(params) - len(set(params)),
+        "best_value": round(float(loaded.best_value), 4),
+        "timeline": timeline,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tuning")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--prepare", action="store_true")
+    mode.add_argument("--study", action="store_true")
+    parser.add_argument("--projects")
+    parser.add_argument("--tags")
+    parser.add_argument("--frame", type=Path, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--space", default="scale")
+    args = parser.parse_args()
+    if args.prepare:
+        print(json.dumps(prepare(args.projects, args.tags, args.frame)))
+    else:
+        print(json.dumps(study(args.workers, args.trials, args.space, args.frame)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
