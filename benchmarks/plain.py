@@ -77,10 +77,10 @@ def run_mlops(snapshot: str, n_trials: int, search_space: str, clock: Clock) -> 
     study_name = f"{snapshot}-{space}"
     params = tune.default_params(space)
     if n_trials > 0:
-        # Exactly what the flow's tune_batch does, in one batch: full train/val (no row cap)
-        # and the *unresolved* search space the flow passes on (see the overhead notes).
+        # Exactly what the flow's tune_batch does, in one batch: the resolved search space and
+        # the full train/val split (no max_tune_rows sample, unlike workflow.tune).
         data = tune.TuneData.from_frames(split.train, split.val)
-        tune.run_trials(settings, study_name, data, n_trials, search_space)  # type: ignore[arg-type]
+        tune.run_trials(settings, study_name, data, n_trials, space)
         params = tune.summarize_study(settings, study_name).best_params
     clock.lap("tune")
     trained = workflow.train_candidate(

@@ -138,9 +138,9 @@ def run(args: argparse.Namespace) -> Any:
 
 def _latency_note(report: dict[str, Any]) -> str:
     text = (
-        f"CPU time per call p50 {report['cpu_p50_ms']:.2f} ms: most of a call is "
-        "scikit-learn's per-call input validation and FeatureUnion's joblib dispatch, not the "
-        "arithmetic."
+        f"CPU time per call p50 {report['cpu_p50_ms']:.2f} ms: much of a call is fixed "
+        "per-call cost (scikit-learn's input validation, FeatureUnion's joblib dispatch), not "
+        "arithmetic on one text."
     )
     if report["p50_ms"] <= 5:
         return text

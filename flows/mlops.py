@@ -59,9 +59,12 @@ def tune_batch(
     return tune.run_trials(
         settings,
         study_name,
-        tune.TuneData.from_frames(split.train, split.val),
+        tune.TuneData.from_frames(split.train, split.val, settings.max_tune_rows),
         n_trials,
         space,
+        # One sampler seed per batch: with the same seed, parallel batches propose identical
+        # parameters until the shared study has enough trials to steer them apart.
+        seed=settings.seed + batch,
         on_trial=on_trial,
     )
 
