@@ -16,7 +16,6 @@ import platform as host_platform
 import resource
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from deployments.platform import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
@@ -221,12 +222,6 @@ def run_measured(
     return result
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- isolated state ----------------------------------------------------------------------
 
 
@@ -270,11 +265,12 @@ class PrivatePlatform:
     def __init__(self, stores_dir: Path, services: Sequence[str] = ("server",)) -> None:
         self.stores_dir = stores_dir
         self.services = list(services)
+        prefect_port, webhook_port, mlflow_port = free_ports(3)
         self.env = isolated_env(
             stores_dir,
-            TAGIFAI_PREFECT_PORT=str(free_port()),
-            TAGIFAI_WEBHOOK_PORT=str(free_port()),
-            TAGIFAI_MLFLOW_PORT=str(free_port()),
+            TAGIFAI_PREFECT_PORT=str(prefect_port),
+            TAGIFAI_WEBHOOK_PORT=str(webhook_port),
+            TAGIFAI_MLFLOW_PORT=str(mlflow_port),
             TAGIFAI_WEBHOOK_SECRET="benchmarks-webhook-secret-0123456789",
             TAGIFAI_PLATFORM_TIMEOUT_SCALE="3",
         )

@@ -358,17 +358,20 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+def free_ports(count: int = 1) -> list[int]:
+    """``count`` distinct ports that are free on the loopback now (all held while choosing)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def _choose_port(service: str) -> int:
     wanted = int(os.environ.get(PORT_ENV[service]) or DEFAULT_PORTS[service])
     if wanted and _port_is_free(wanted):
         return wanted
-    port = _free_port()
+    port = free_ports()[0]
     if wanted:
         logger.warning("Port %d for %s is taken; using %d", wanted, service, port)
     return port

@@ -46,15 +46,23 @@ def extract_features(snapshot: str | None) -> Path:
 
 @task
 def tune_batch(
-    study_name: str, data_path: Path, n_trials: int, space: tune.SearchSpace, batch: int
+    study_name: str,
+    data_path: Path,
+    n_trials: int,
+    space: tune.SearchSpace,
+    batch: int,
+    run_id: str,
 ) -> tune.BatchResult:
-    """One worker's share of the trials, against the shared study; progress in the UI."""
+    """One worker's trials, taken from the run's pool of ``n_trials`` until it is used up;
+    progress in the UI."""
     settings = get_settings()
     split = workflow.load_split(data_path, settings.seed)
-    progress = create_progress_artifact(0.0, description=f"Optuna batch {batch}: {n_trials} trials")
+    progress = create_progress_artifact(
+        0.0, description=f"Optuna batch {batch}: trials from a pool of {n_trials}"
+    )
 
     def on_trial(done: int, value: float | None) -> None:
-        update_progress_artifact(progress, 100.0 * done / n_trials)
+        update_progress_artifact(progress, min(100.0, 100.0 * done / n_trials))
 
     return tune.run_trials(
         settings,
@@ -66,6 +74,7 @@ def tune_batch(
         # parameters until the shared study has enough trials to steer them apart.
         seed=settings.seed + batch,
         on_trial=on_trial,
+        run_id=run_id,
     )
 
 
@@ -250,10 +259,12 @@ def mlops(
     study_name = f"{snapshot}-{space}"
     params = tune.default_params(space)
     if n_trials > 0:
-        batches = _batch_sizes(n_trials, settings.dask_workers)
+        # One coarse task per worker (a Dask task costs ~0.2 s of orchestration); the workers
+        # share the run's pool of trials, so none idles while another finishes a fixed share.
+        run_id = str(get_run_context().flow_run.id)
         futures = [
-            tune_batch.submit(study_name, data_path, size, space, i)
-            for i, size in enumerate(batches)
+            tune_batch.submit(study_name, data_path, n_trials, space, batch, run_id)
+            for batch in range(min(settings.dask_workers, n_trials))
         ]
         for future in futures:
             future.result()
@@ -280,12 +291,6 @@ def _rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(path).metadata.num_rows
-
-
-def _batch_sizes(n_trials: int, workers: int) -> list[int]:
-    """Split the trials into one coarse batch per worker (a Dask task costs ~0.2 s)."""
-    workers = max(1, min(workers, n_trials))
-    return [n_trials // workers + (1 if i < n_trials % workers else 0) for i in range(workers)]
 
 
 if __name__ == "__main__":

@@ -10,21 +10,23 @@ from tagifai.config import Settings, get_settings
 
 
 def dask_runner_options(settings: Settings) -> dict[str, Any]:
-    """``TAGIFAI_DASK_ADDRESS`` selects an existing scheduler; otherwise a local process cluster.
+    """``TAGIFAI_DASK_ADDRESS`` selects an existing scheduler; otherwise a local cluster.
 
-    Worker processes talk to the Prefect API of the flow (a real server, never the ephemeral
-    one: each worker would start its own and time out).
+    The local cluster has ``TAGIFAI_DASK_WORKERS`` workers: threads of the flow-run process by
+    default, which start in well under a second and share its imports, or, with
+    ``TAGIFAI_DASK_PROCESSES=true``, worker processes, which start in seconds and import every
+    library again but run CPU-bound Python side by side. Worker processes talk to the Prefect API
+    of the flow (a real server, never the ephemeral one: each would start its own and time out).
     """
     if settings.dask_address:
         return {"address": settings.dask_address}
+    if settings.dask_processes:
+        layout = {"n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True}
+    else:
+        layout = {"n_workers": 1, "threads_per_worker": settings.dask_workers, "processes": False}
     return {
         "cluster_class": "distributed.LocalCluster",
-        "cluster_kwargs": {
-            "n_workers": settings.dask_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": ":0",
-        },
+        "cluster_kwargs": {**layout, "dashboard_address": ":0"},
     }
 
 

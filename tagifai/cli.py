@@ -301,6 +301,41 @@ def mlops(
 
 @app.command()
 @friendly_errors
+def pipeline(
+    projects: Annotated[
+        str | None, typer.Option(help="Projects table URI (path, or <sqlalchemy-url>#<table>).")
+    ] = None,
+    tags: Annotated[str | None, typer.Option(help="Tags table URI.")] = None,
+    trials: Annotated[int, typer.Option(help="Optuna trials (0: default parameters).", min=0)] = 20,
+    space: Space = "auto",
+    f1_margin: Margin = 0.02,
+    class_tolerance: Tolerance = 0.10,
+) -> None:
+    """Run DataOps, then MLOps on the snapshot it published: two flow runs in this process.
+
+    What the deployed chain does with a trigger and two flow-run processes, for one machine.
+    """
+    if space not in ("auto", "default", "weak", "scale"):
+        fail(f"unknown search space {space!r}: use auto, default, weak or scale")
+    settings = get_settings()
+    data = _run_flow(
+        "dataops",
+        projects_uri=projects or str(settings.projects_csv),
+        tags_uri=tags or str(settings.tags_csv),
+    )
+    model = _run_flow(
+        "mlops",
+        snapshot=data["snapshot"],
+        n_trials=trials,
+        search_space=space,
+        f1_margin=f1_margin,
+        class_tolerance=class_tolerance,
+    )
+    typer.echo(json.dumps({"dataops": data, "mlops": model}, default=str))
+
+
+@app.command()
+@friendly_errors
 def features(
     ids: Annotated[list[int], typer.Option("--id", help="Project id (repeatable).")],
 ) -> None:

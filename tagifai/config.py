@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tagifai.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 LABELS: tuple[str, ...] = ("computer-vision", "mlops", "natural-language-processing", "other")
@@ -32,6 +34,9 @@ class Settings:
     optuna_storage: str = ""  # an RDB URL; empty means a journal file under stores/optuna
     dask_address: str | None = None
     dask_workers: int = 2
+    # The local cluster's workers: threads in the flow-run process (default: nothing to start
+    # or import again, right for small data) or separate processes (CPU-bound work at scale).
+    dask_processes: bool = False
     notify_urls: tuple[str, ...] = field(default_factory=tuple)
     seed: int = SEED
     # Past these sizes tuning, cross-validation and references work on stratified samples,
@@ -103,9 +108,36 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=mlflow_uri,
         optuna_storage=optuna_storage,
         dask_address=env.get("TAGIFAI_DASK_ADDRESS") or None,
-        dask_workers=int(env.get("TAGIFAI_DASK_WORKERS") or 2),
+        dask_workers=_int(env, "TAGIFAI_DASK_WORKERS", 2),
+        dask_processes=_bool(env, "TAGIFAI_DASK_PROCESSES", False),
         notify_urls=urls,
-        max_tune_rows=int(env.get("TAGIFAI_MAX_TUNE_ROWS") or 50_000),
-        max_cv_rows=int(env.get("TAGIFAI_MAX_CV_ROWS") or 100_000),
-        scale_rows=int(env.get("TAGIFAI_SCALE_ROWS") or 200_000),
+        max_tune_rows=_int(env, "TAGIFAI_MAX_TUNE_ROWS", 50_000),
+        max_cv_rows=_int(env, "TAGIFAI_MAX_CV_ROWS", 100_000),
+        scale_rows=_int(env, "TAGIFAI_SCALE_ROWS", 200_000),
     )
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE | _FALSE:
+        raise ConfigError(f"{name} must be one of true/false/1/0/yes/no, not {raw!r}")
+    return raw in _TRUE

@@ -5,6 +5,10 @@ class TagifaiError(Exception):
     """Base class; the CLI prints ``str(error)`` on one line and exits non-zero."""
 
 
+class ConfigError(TagifaiError):
+    """A ``TAGIFAI_*`` setting has a value that cannot be used."""
+
+
 class DataSourceError(TagifaiError):
     """A source table is missing, unreadable, empty, badly encoded or lacks columns."""
 

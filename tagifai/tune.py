@@ -151,17 +151,24 @@ def get_storage(settings: Settings) -> Any:
     return JournalStorage(JournalFileBackend(str(settings.optuna_journal)))
 
 
-def load_study(settings: Settings, study_name: str, seed: int = SEED) -> optuna.Study:
-    """Create (or reopen) the named study: maximise, TPE sampler, median pruner."""
+def load_study(
+    settings: Settings, study_name: str, seed: int = SEED, prune: bool = True
+) -> optuna.Study:
+    """Create (or reopen) the named study: maximise, TPE sampler, median pruner (or none)."""
     import optuna
 
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+        if prune
+        else optuna.pruners.NopPruner()
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=study_name,
         storage=get_storage(settings),
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+        pruner=pruner,
         load_if_exists=True,
     )
 
@@ -183,14 +190,30 @@ def run_trials(
     space: SearchSpace = "default",
     seed: int = SEED,
     on_trial: Callable[[int, float | None], None] | None = None,
+    run_id: str | None = None,
+    prune: bool = True,
 ) -> BatchResult:
-    """Run ``n_trials`` against the shared study (one call per parallel worker)."""
+    """Run trials against the shared study (one call per parallel worker).
+
+    Without ``run_id`` this call runs exactly ``n_trials``. With it, every call that shares the
+    ``run_id`` draws from one pool of ``n_trials``: each worker keeps taking the next trial until
+    the run has claimed them all, so a worker that draws cheap (pruned) trials takes more of
+    them and the batches finish together, where fixed shares would leave one worker idle while
+    the other finishes. Two workers that claim the last trial at the same instant can both run
+    it: the run then has one trial more, never fewer. ``prune=False`` trains every trial on
+    every rung (the same work whatever the order; the benchmarks use it).
+    """
     import optuna
 
-    study = load_study(settings, study_name, seed)
+    study = load_study(settings, study_name, seed, prune)
     if space == "default" and not study.trials:
         study.enqueue_trial(BASELINE_TRIAL)
     done = {"completed": 0, "pruned": 0}
+
+    def claimed() -> int:
+        return sum(
+            1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("run_id") == run_id
+        )
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         key = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else "completed"
@@ -198,8 +221,16 @@ def run_trials(
         logger.info("trial %d %s value=%s", trial.number, trial.state.name, trial.value)
         if on_trial is not None:
             on_trial(done["completed"] + done["pruned"], trial.value)
+        if run_id is not None and claimed() >= n_trials:
+            study.stop()
 
-    study.optimize(lambda t: objective(t, data, space), n_trials=n_trials, callbacks=[callback])
+    def run_objective(trial: optuna.Trial) -> float:
+        if run_id is not None:
+            trial.set_user_attr("run_id", run_id)  # claims the trial before any work
+        return objective(trial, data, space)
+
+    if run_id is None or claimed() < n_trials:
+        study.optimize(run_objective, n_trials=n_trials, callbacks=[callback])
     best = _best_value(study)
     return BatchResult(completed=done["completed"], pruned=done["pruned"], best_value=best)
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from uuid import UUID
 import httpx
 import pytest
 
-from deployments.platform import down, up
+from deployments.platform import down, free_ports, up
 from deployments.run import (
     DATAOPS,
     MLOPS,
@@ -59,14 +58,6 @@ class Deployed:
     hook_url: str
     data_root: Path
     deploy_seconds: float
-
-
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 @contextlib.contextmanager
@@ -112,7 +103,7 @@ def deployed_platform(
         env.setenv("TAGIFAI_DATA_DIR", str(data_root))
         env.setenv("TAGIFAI_WEBHOOK_SECRET", SECRET)
         env.setenv("TAGIFAI_PLATFORM_TIMEOUT_SCALE", "2")
-        ports = _free_ports(3)
+        ports = free_ports(3)
         for name, port in zip(
             ("TAGIFAI_PREFECT_PORT", "TAGIFAI_WEBHOOK_PORT", "TAGIFAI_MLFLOW_PORT"),
             ports,

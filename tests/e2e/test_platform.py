@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import socket
@@ -23,6 +22,7 @@ from deployments.platform import (
     ServiceRecord,
     down,
     ensure_server,
+    free_ports,
     platform_dir,
     status,
     up,
@@ -36,14 +36,6 @@ SECRET = "platform-test-secret-0123456789"
 CLIENT_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING")
 
 
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 @pytest.fixture
 def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings for a platform under a temporary stores dir and free ports; always torn down."""
@@ -52,7 +44,7 @@ def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     monkeypatch.setenv("TAGIFAI_STORES_DIR", str(tmp_path / "stores"))
     monkeypatch.setenv("TAGIFAI_WEBHOOK_SECRET", SECRET)
     monkeypatch.setenv("TAGIFAI_PLATFORM_TIMEOUT_SCALE", "2")  # slow CI machines
-    ports = _free_ports(3)
+    ports = free_ports(3)
     for name, port in zip(
         ("TAGIFAI_PREFECT_PORT", "TAGIFAI_WEBHOOK_PORT", "TAGIFAI_MLFLOW_PORT"), ports, strict=True
     ):

@@ -1,4 +1,4 @@
-"""Flows run for real: a Prefect API (session harness) and a local Dask process cluster."""
+"""Flows run for real: a Prefect API (session harness) and a local Dask cluster."""
 
 from __future__ import annotations
 

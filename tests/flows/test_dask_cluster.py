@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from deployments.platform import free_ports
 from tagifai import registry, store
 from tests.conftest import REPO, settings_for
 
@@ -32,12 +33,6 @@ class DaskCluster:
     address: str
     stores: Path
     logs: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -95,7 +90,7 @@ def dask_cluster(prefect_api, tmp_path, monkeypatch) -> Iterator[DaskCluster]:
     }
     env.pop("TAGIFAI_DASK_ADDRESS", None)
     dask = str(Path(sys.executable).with_name("dask"))
-    port = free_port()
+    port = free_ports()[0]
     address = f"tcp://127.0.0.1:{port}"
     commands = [
         [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port)]

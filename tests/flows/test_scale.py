@@ -1,4 +1,5 @@
-"""Both flows on 10k synthetic projects: the shipped defaults, only the sources changed."""
+"""Both flows on 10k synthetic projects on a local cluster of worker processes: the shipped
+defaults otherwise, only the sources changed."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def test_dataops_and_mlops_on_10k_synthetic_rows(prefect_api, tmp_path, monkeypa
     data = write_synthetic(ROWS, tmp_path / "data", seed=11)
     stores = tmp_path / "stores"
     monkeypatch.setenv("TAGIFAI_STORES_DIR", str(stores))
+    # Worker processes, the local cluster's layout for CPU-bound work at scale (the other flow
+    # tests use the default, threads of the flow-run process).
+    monkeypatch.setenv("TAGIFAI_DASK_PROCESSES", "true")
     settings = settings_for(stores)
 
     started = time.perf_counter()

@@ -31,7 +31,8 @@ def one_line_error(result, fragment):
 
 
 @pytest.mark.parametrize(
-    "command", ["train", "evaluate", "predict", "status", "dataops", "mlops", "features", "synth"]
+    "command",
+    ["train", "evaluate", "predict", "status", "dataops", "mlops", "pipeline", "features", "synth"],
 )
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])

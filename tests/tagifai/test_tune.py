@@ -36,6 +36,27 @@ def test_study_is_shared_and_persisted(tmp_path, tune_data):
     assert settings.optuna_journal.exists()
 
 
+def test_batches_of_one_run_share_one_pool_of_trials(tmp_path, tune_data):
+    """Two workers with the same run id take trials from one pool until it is used up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = settings_for(tmp_path)
+    run_trials(settings, "pool", tune_data, 2)  # an earlier run's trials do not count
+    with ThreadPoolExecutor(2) as pool:
+        batches = list(
+            pool.map(
+                lambda seed: run_trials(settings, "pool", tune_data, 6, seed=seed, run_id="r1"),
+                (1, 2),
+            )
+        )
+    ran = sum(b.completed + b.pruned for b in batches)
+    assert 6 <= ran <= 7  # a simultaneous claim of the last trial may add one, never lose one
+    assert all(b.completed + b.pruned >= 1 for b in batches)
+    assert summarize_study(settings, "pool").n_trials == 2 + ran
+    late = run_trials(settings, "pool", tune_data, 6, run_id="r1")  # the pool is used up
+    assert late.completed + late.pruned == 0
+
+
 def test_weak_space_scores_clearly_worse(tmp_path, tune_data):
     settings = settings_for(tmp_path)
     run_trials(settings, "weak", tune_data, 3, space="weak")

@@ -1,0 +1,48 @@
+"""Settings from the environment: defaults, overrides, and bad values refused in one line."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from tagifai.cli import app
+from tagifai.config import get_settings
+from tagifai.errors import ConfigError
+
+runner = CliRunner()
+
+
+def test_defaults():
+    settings = get_settings({"TAGIFAI_STORES_DIR": "/tmp/x"})
+    assert settings.dask_address is None
+    assert settings.dask_workers == 2 and settings.dask_processes is False
+    assert settings.max_tune_rows == 50_000
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("TRUE", True), ("no", False)])
+def test_dask_processes_accepts_the_usual_spellings(raw, expected):
+    assert get_settings({"TAGIFAI_DASK_PROCESSES": raw}).dask_processes is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("TAGIFAI_DASK_WORKERS", "two"),
+        ("TAGIFAI_DASK_WORKERS", "0"),
+        ("TAGIFAI_MAX_TUNE_ROWS", "-5"),
+        ("TAGIFAI_DASK_PROCESSES", "maybe"),
+    ],
+)
+def test_bad_values_are_refused(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        get_settings({name: raw})
+
+
+def test_cli_reports_a_bad_setting_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("TAGIFAI_STORES_DIR", str(tmp_path / "stores"))
+    monkeypatch.setenv("TAGIFAI_DASK_WORKERS", "lots")
+    result = runner.invoke(app, ["pipeline", "--trials", "0"])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "TAGIFAI_DASK_WORKERS" in lines[0], result.stderr
+    assert not (tmp_path / "stores").exists()  # refused before anything was created
