@@ -259,12 +259,12 @@ def mlops(
     study_name = f"{snapshot}-{space}"
     params = tune.default_params(space)
     if n_trials > 0:
-        # One coarse task per worker (a Dask task costs ~0.2 s of orchestration); the workers
-        # share the run's pool of trials, so none idles while another finishes a fixed share.
+        # One coarse task per worker process (a Dask task costs ~0.2 s of orchestration); the
+        # batches share the run's pool of trials, so none idles while another finishes.
         run_id = str(get_run_context().flow_run.id)
         futures = [
             tune_batch.submit(study_name, data_path, n_trials, space, batch, run_id)
-            for batch in range(min(settings.dask_workers, n_trials))
+            for batch in range(min(settings.tune_batches, n_trials))
         ]
         for future in futures:
             future.result()

@@ -46,6 +46,14 @@ class Settings:
     scale_rows: int = 200_000
 
     @property
+    def tune_batches(self) -> int:
+        """Parallel Optuna batches: one per Dask worker process; one on a local cluster of
+        threads, where trials (mostly Python under the GIL) run no faster side by side."""
+        if self.dask_address or self.dask_processes:
+            return self.dask_workers
+        return 1
+
+    @property
     def snapshots_dir(self) -> Path:
         return self.stores_dir / "snapshots"
 

@@ -19,6 +19,13 @@ def test_defaults():
     assert settings.max_tune_rows == 50_000
 
 
+def test_tuning_batches_follow_the_worker_processes():
+    assert get_settings({}).tune_batches == 1  # threads: trials do not overlap under the GIL
+    assert get_settings({"TAGIFAI_DASK_PROCESSES": "1"}).tune_batches == 2
+    address = {"TAGIFAI_DASK_ADDRESS": "tcp://h:8786", "TAGIFAI_DASK_WORKERS": "4"}
+    assert get_settings(address).tune_batches == 4
+
+
 @pytest.mark.parametrize(("raw", "expected"), [("1", True), ("TRUE", True), ("no", False)])
 def test_dask_processes_accepts_the_usual_spellings(raw, expected):
     assert get_settings({"TAGIFAI_DASK_PROCESSES": raw}).dask_processes is expected
