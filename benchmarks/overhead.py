@@ -263,7 +263,7 @@ def plot(result: Result, plain: dict[str, Any], flows: dict[str, Any]) -> None:
         bottom = 0.0
         for label, value, color in parts:
             wall.bar(x, value, bottom=bottom, color=color, edgecolor="white", width=0.6)
-            if value > 8:
+            if value > 2.5:
                 wall.text(
                     x,
                     bottom + value / 2,

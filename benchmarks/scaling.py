@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> Any:
                     if new
                     else [],
                     "error": "" if measured.ok else measured.tail(5),
+                    # The command's own JSON summary (dataops: rows materialised, rows/s).
+                    "summary": measured.last_json() if measured.ok else None,
                 }
                 if not measured.ok:
                     break
@@ -136,7 +138,8 @@ def run(args: argparse.Namespace) -> Any:
                 dataops.get("peak_rss_mib", 0) * MIB / GIB,
                 4,
                 "GiB",
-                note="whole process tree: CLI process + 2 Dask workers",
+                note="whole process tree: the CLI process (the local Dask cluster runs as its "
+                "threads)",
             ),
             Target(
                 "mlops at 1M rows", mlops.get("seconds"), FIVE_MINUTES, "s", note=_slowest(mlops)
@@ -170,6 +173,12 @@ def _slowest(side: dict[str, Any]) -> str:
     text = ", ".join(f"{t['task']} {t['seconds'] or 0:.0f} s" for t in tasks)
     if side.get("error"):
         text = f"failed: {side['error'][-300:]}; " + text
+    summary = side.get("summary") or {}
+    if "materialize_rows_per_second" in summary:
+        text += (
+            f"; Feast materialised {summary.get('rows_materialized', 0):,} rows at "
+            f"{summary['materialize_rows_per_second']:,.0f} rows/s"
+        )
     return f"slowest tasks: {text}" if tasks else text
 
 

@@ -7,6 +7,7 @@ regressed >> [notify_teams, file_report].
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -61,10 +62,16 @@ def tune_batch(
         0.0, description=f"Optuna batch {batch}: trials from a pool of {n_trials}"
     )
 
-    def on_trial(done: int, value: float | None) -> None:
-        update_progress_artifact(progress, min(100.0, 100.0 * done / n_trials))
+    last_update = time.monotonic()
 
-    return tune.run_trials(
+    def on_trial(done: int, value: float | None) -> None:
+        # Each update is an API call: at most one a second, however cheap the trials.
+        nonlocal last_update
+        if time.monotonic() - last_update >= 1.0:
+            update_progress_artifact(progress, min(99.0, 100.0 * done / n_trials))
+            last_update = time.monotonic()
+
+    result = tune.run_trials(
         settings,
         study_name,
         tune.TuneData.from_frames(split.train, split.val, settings.max_tune_rows),
@@ -76,6 +83,8 @@ def tune_batch(
         on_trial=on_trial,
         run_id=run_id,
     )
+    update_progress_artifact(progress, 100.0)  # a batch ends when the run's pool is used up
+    return result
 
 
 @task
