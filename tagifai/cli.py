@@ -61,6 +61,11 @@ def _settings() -> Settings:
     return get_settings()
 
 
+def _check_space(space: str) -> None:
+    if space not in ("auto", "default", "weak", "scale"):
+        fail(f"unknown search space {space!r}: use auto, default, weak or scale")
+
+
 def _rule(f1_margin: float, class_tolerance: float) -> Any:
     from tagifai.evaluate import ImprovementRule
 
@@ -76,6 +81,11 @@ Margin = Annotated[
 Tolerance = Annotated[
     float, typer.Option(help="No class's F1 may fall by more than this.", min=0.0, max=1.0)
 ]
+ProjectsUri = Annotated[
+    str | None, typer.Option(help="Projects table URI (path, or <sqlalchemy-url>#<table>).")
+]
+TagsUri = Annotated[str | None, typer.Option(help="Tags table URI.")]
+Trials = Annotated[int, typer.Option(help="Optuna trials (0: default parameters).", min=0)]
 Space = Annotated[
     str,
     typer.Option(
@@ -104,8 +114,7 @@ def train(
     from tagifai.workflow import features_from_sources, train_and_deploy
 
     settings = _settings()
-    if space not in ("auto", "default", "weak", "scale"):
-        fail(f"unknown search space {space!r}: use auto, default, weak or scale")
+    _check_space(space)
     started = time.perf_counter()
     features = features_from_sources(
         projects or str(settings.projects_csv), tags or str(settings.tags_csv)
@@ -261,10 +270,8 @@ def _state_message(state: Any) -> str:
 @app.command()
 @friendly_errors
 def dataops(
-    projects: Annotated[
-        str | None, typer.Option(help="Projects table URI (path, or <sqlalchemy-url>#<table>).")
-    ] = None,
-    tags: Annotated[str | None, typer.Option(help="Tags table URI.")] = None,
+    projects: ProjectsUri = None,
+    tags: TagsUri = None,
 ) -> None:
     """Run the DataOps flow: extract, validate, compute features, fill the feature store."""
     settings = get_settings()
@@ -279,15 +286,14 @@ def dataops(
 @app.command()
 @friendly_errors
 def mlops(
-    trials: Annotated[int, typer.Option(help="Optuna trials (0: default parameters).", min=0)] = 20,
+    trials: Trials = 20,
     snapshot: Annotated[str | None, typer.Option(help="Data snapshot (default: latest).")] = None,
     space: Space = "auto",
     f1_margin: Margin = 0.02,
     class_tolerance: Tolerance = 0.10,
 ) -> None:
     """Run the MLOps flow: features, tuning, training, evaluation, deploy or report."""
-    if space not in ("auto", "default", "weak", "scale"):
-        fail(f"unknown search space {space!r}: use auto, default, weak or scale")
+    _check_space(space)
     summary = _run_flow(
         "mlops",
         snapshot=snapshot,
@@ -302,11 +308,9 @@ def mlops(
 @app.command()
 @friendly_errors
 def pipeline(
-    projects: Annotated[
-        str | None, typer.Option(help="Projects table URI (path, or <sqlalchemy-url>#<table>).")
-    ] = None,
-    tags: Annotated[str | None, typer.Option(help="Tags table URI.")] = None,
-    trials: Annotated[int, typer.Option(help="Optuna trials (0: default parameters).", min=0)] = 20,
+    projects: ProjectsUri = None,
+    tags: TagsUri = None,
+    trials: Trials = 20,
     space: Space = "auto",
     f1_margin: Margin = 0.02,
     class_tolerance: Tolerance = 0.10,
@@ -315,8 +319,7 @@ def pipeline(
 
     What the deployed chain does with a trigger and two flow-run processes, for one machine.
     """
-    if space not in ("auto", "default", "weak", "scale"):
-        fail(f"unknown search space {space!r}: use auto, default, weak or scale")
+    _check_space(space)
     settings = get_settings()
     data = _run_flow(
         "dataops",
