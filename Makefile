@@ -12,6 +12,8 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_LOGGING_LEVEL := ERROR
 export DASK_LOGGING__DISTRIBUTED := warning
 export PREFECT_LOGGING_EXTRA_LOGGERS := tagifai
+# tagifai also logs outside flow runs (tagifai train, the CLI): those lines stay local.
+export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW := ignore
 # Compiled bytecode at install: imports take half as long, and nothing writes .pyc files
 # later where PYTHONDONTWRITEBYTECODE is set (as on this machine).
 export UV_COMPILE_BYTECODE := 1

@@ -6,7 +6,7 @@ Declarations only: nothing is read, computed or timed when this module is import
 
 from datetime import timedelta
 
-from feast import Entity, FeatureView, Field, FileSource
+from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Int64, String
 
 # Relative to the store's repo_path, i.e. the stores directory (see feature_store.yaml):
@@ -23,6 +23,7 @@ FEATURE_TTL = timedelta(days=3650)
 project = Entity(
     name="project",
     join_keys=["id"],
+    value_type=ValueType.INT64,
     description="A machine-learning project posted on Made With ML.",
 )
 
