@@ -382,4 +382,36 @@ def synth(
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
+    """The ``tagifai`` command: run, then leave without tearing the interpreter down.
+
+    With GX, Feast, MLflow and Prefect loaded, the interpreter's own shutdown (freeing every
+    module and object) takes 2-3 s after the work is done. Every ``atexit`` handler still runs
+    first (logging, Prefect's log and event workers, multiprocessing), then the process exits.
+    """
+    import atexit
+    import os
+    import traceback
+
+    code = 0
+    try:
+        app()
+    except SystemExit as stop:
+        if isinstance(stop.code, int):
+            code = stop.code
+        elif stop.code is not None:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m tagifai.cli
+    main()

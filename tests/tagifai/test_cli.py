@@ -174,3 +174,29 @@ def test_train_from_sqlite_registers_and_deploys(empty_stores, shipped):
     assert result.exit_code == 0, result.output
     assert "cross-validated weighted F1" in result.stdout
     assert "model version 1: improved -> deployed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "stream", "fragment"),
+    [
+        (["--help"], 0, "stdout", "Usage"),
+        (["predict"], 1, "stderr", "error: give either --title"),
+        (["no-such-command"], 2, "stderr", "No such command"),
+    ],
+)
+def test_console_entry_point_keeps_exit_codes_and_output(tmp_path, args, code, stream, fragment):
+    """``main`` leaves through os._exit after the atexit handlers: codes and output survive."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TAGIFAI_STORES_DIR": str(tmp_path / "stores")}
+    done = subprocess.run(
+        [sys.executable, "-m", "tagifai.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == code, done
+    assert fragment in getattr(done, stream)
