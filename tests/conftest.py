@@ -66,23 +66,34 @@ def production_model(trained_stores: Settings):
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a temporary Prefect server on SQLite (``prefect_test_harness``, ~20 s to start).
 
     The URL is also exported, so Dask worker processes started later talk to the same API
-    instead of each starting an ephemeral one.
+    instead of each starting an ephemeral one. Results Prefect persists (the exceptions of
+    failed runs) go to a temporary directory, not to ``~/.prefect/storage``.
     """
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        url = PREFECT_API_URL.value().rstrip("/")
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = url
+    storage = tmp_path_factory.mktemp("prefect-results")
+    exported = {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(storage)}
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: storage}),
+    ):
+        exported["PREFECT_API_URL"] = PREFECT_API_URL.value().rstrip("/")
+        previous = {name: os.environ.get(name) for name in exported}
+        os.environ.update(exported)
         try:
-            yield url
+            yield exported["PREFECT_API_URL"]
         finally:
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = previous
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
