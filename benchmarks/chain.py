@@ -187,7 +187,7 @@ def _overhead_note(overhead: float, floor: float, real: dict[str, Any], plain: f
             "its libraries again (Feast in both, pandas/pyarrow in both, GX, scikit-learn, "
             "Optuna, MLflow), where the plain run imports each once; each also starts a "
             "local Dask cluster and ships its tasks to it. See the per-run breakdown and the "
-            "overhead benchmark (one process: within target)."
+            "overhead benchmark, where both flows share one process."
         )
     return text
 

@@ -31,30 +31,13 @@ def dask_runner_options(settings: Settings) -> dict[str, Any]:
 
 
 class SettingsDaskTaskRunner(DaskTaskRunner):
-    """Reads ``TAGIFAI_DASK_*`` when each flow run starts, not when the flow is imported, and
-    turns off the Dask workers' statistical profiler while the run lasts.
+    """Reads ``TAGIFAI_DASK_*`` when each flow run starts, not when the flow is imported.
 
-    Prefect calls ``duplicate()`` at the start of every flow run. The profiler samples every
-    thread's stack every 10 ms; our tasks are mostly Python (GX, Feast, scikit-learn's
-    vectorisers) holding the GIL, and the sampling slowed the whole pipeline by 3-5 s of 26 s
-    on the shipped data. Workers of an existing cluster take
-    ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` from their own environment.
+    Prefect calls ``duplicate()`` at the start of every flow run.
     """
 
-    def duplicate(self) -> SettingsDaskTaskRunner:
-        return type(self)(**dask_runner_options(get_settings()))
-
-    def __enter__(self) -> SettingsDaskTaskRunner:
-        import dask
-
-        runner = super().__enter__()
-        # The local cluster starts on the first submit, inside this block; worker processes
-        # get the setting from their nanny.
-        self._exit_stack.enter_context(dask.config.set({PROFILER: False}))
-        return runner
-
-
-PROFILER = "distributed.worker.profile.enabled"
+    def duplicate(self) -> DaskTaskRunner:
+        return DaskTaskRunner(**dask_runner_options(get_settings()))
 
 
 def build_task_runner(settings: Settings | None = None) -> DaskTaskRunner:

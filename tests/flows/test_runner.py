@@ -33,17 +33,3 @@ def test_runner_reads_settings_when_the_run_starts(monkeypatch):
     runner = SettingsDaskTaskRunner()
     monkeypatch.setenv("TAGIFAI_DASK_ADDRESS", "tcp://later:8786")
     assert runner.duplicate().address == "tcp://later:8786"
-
-
-def test_workers_run_without_the_statistical_profiler():
-    import dask
-
-    from flows.runner import PROFILER
-
-    runner = SettingsDaskTaskRunner().duplicate()
-    assert isinstance(runner, SettingsDaskTaskRunner)
-    with runner:
-        assert dask.config.get(PROFILER) is False
-        (worker,) = runner.client.cluster.workers.values()  # the in-process worker
-        assert "profile" not in worker.periodic_callbacks
-    assert dask.config.get(PROFILER) is True
