@@ -156,14 +156,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # Leave as the tagifai command does (tagifai.cli.main): atexit handlers, then os._exit,
-    # so neither side of the comparison pays the interpreter's 2-3 s teardown.
-    import atexit
-    import os
-    import sys
+    # Leave as the tagifai command does, so neither side of the comparison pays the
+    # interpreter's 2-3 s teardown.
+    from tagifai.cli import leave
 
     main()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    leave(0)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tagifai.config import Settings, get_settings
+from tagifai.config import SEARCH_SPACES, Settings, get_settings
 from tagifai.errors import TagifaiError
 
 app = typer.Typer(
@@ -62,8 +62,8 @@ def _settings() -> Settings:
 
 
 def _check_space(space: str) -> None:
-    if space not in ("auto", "default", "weak", "scale"):
-        fail(f"unknown search space {space!r}: use auto, default, weak or scale")
+    if space not in SEARCH_SPACES:
+        fail(f"unknown search space {space!r}: use {', '.join(SEARCH_SPACES)}")
 
 
 def _rule(f1_margin: float, class_tolerance: float) -> Any:
@@ -381,8 +381,8 @@ def synth(
     )
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    """The ``tagifai`` command: run, then leave without tearing the interpreter down.
+def leave(code: int = 0) -> None:
+    """Exit now without tearing the interpreter down.
 
     With GX, Feast, MLflow and Prefect loaded, the interpreter's own shutdown (freeing every
     module and object) takes 2-3 s after the work is done. Every ``atexit`` handler still runs
@@ -390,6 +390,15 @@ def main() -> None:  # pragma: no cover - console entry point
     """
     import atexit
     import os
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """The ``tagifai`` command: run, then :func:`leave` with the command's exit status."""
     import traceback
 
     code = 0
@@ -406,11 +415,7 @@ def main() -> None:  # pragma: no cover - console entry point
     except BaseException:
         traceback.print_exc()
         code = 1
-    finally:
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    leave(code)
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m tagifai.cli

@@ -20,6 +20,8 @@ OTHER_LABEL = "other"
 MODEL_NAME = "tagifai"
 PRODUCTION_ALIAS = "production"
 SEED = 42
+# Optuna search spaces by name ("auto" resolves to one of the others by data size).
+SEARCH_SPACES: tuple[str, ...] = ("auto", "default", "weak", "scale")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from tagifai.config import SEED, Settings
+from tagifai.config import SEARCH_SPACES, SEED, Settings
 from tagifai.data import sample_rows
 from tagifai.train import ModelParams, build_pipeline
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SearchSpace = Literal["default", "weak", "scale"]
-SPACES: tuple[str, ...] = ("auto", "default", "weak", "scale")
+SPACES = SEARCH_SPACES
 # Training-set fractions at which a trial reports its validation F1 (successive halving on data).
 RUNGS: tuple[float, ...] = (0.34, 0.67, 1.0)
 
