@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> Result:
         "Server start excluded: both sides run against a private Prefect server started "
         f"beforehand ({result.figures['server_start_seconds_excluded']} s, not counted).",
         "Imports included on both sides: each side is timed as whole subprocesses. Both leave "
-        "the same way: atexit handlers, then os._exit (tagifai.cli.main), skipping the "
+        "the same way: atexit handlers, then os._exit (deployments.cli.main), skipping the "
         "interpreter's teardown (2-3 s with these libraries loaded).",
         "The flow side is `tagifai pipeline`: both flows, one after the other, in one process "
         "(as the plain side), on the default local Dask cluster (2 worker threads in that "

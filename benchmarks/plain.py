@@ -2,13 +2,12 @@
 
     python -m benchmarks.plain [--projects URI --tags URI] [--trials 20] [--space auto]
 
-The same steps the flows wire, in the same order (the flows' tasks are thin wrappers over
-exactly these calls): stage and validate the tables with the three GX suites (whose
-checkpoints update Data Docs), publish the snapshot and its features, apply and materialise
-Feast, build the
-point-in-time training frame, tune (all trials here, sequentially), train, evaluate, and run
-the ``decide`` branch. Prints one JSON line: seconds per step, the process's start-up
-(interpreter + imports before ``main``) and the outcome.
+``tagifai.pipeline`` runs the very steps the flows' tasks wrap (:mod:`tagifai.steps`), in
+the same order, one after the other: stage and validate the tables with the three GX suites
+(whose checkpoints update Data Docs), publish the snapshot and its features, apply and
+materialise Feast, build the point-in-time training frame, tune (all trials in one batch),
+train, evaluate, and run the ``decide`` branch. Prints one JSON line: seconds per step, the
+process's start-up (interpreter + imports before ``main``) and the outcome.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ _PROCESS_STARTED = time.time()
 
 import psutil  # noqa: E402
 
-from tagifai import extract, features, store, tune, validation, workflow  # noqa: E402
+from tagifai import extract, pipeline, steps  # noqa: E402
 from tagifai.config import get_settings  # noqa: E402
-from tagifai.evaluate import ImprovementRule, plot_confusion, regression_markdown  # noqa: E402
 
 
 class Clock:
@@ -37,85 +35,25 @@ class Clock:
         self._last = now
 
 
-def run_dataops(projects_uri: str, tags_uri: str, clock: Clock) -> str:
-    settings = get_settings()
-    projects = extract.read_table(projects_uri, "projects")
-    tags = extract.read_table(tags_uri, "tags")
-    staged = extract.stage_tables(settings, projects, tags)
-    clock.lap("extract")
-    try:
-        reports = [
-            validation.validate_table(
-                extract.read_parquet(staged.projects_path), "projects", settings
-            ),
-            *validation.validate_tags_and_join(staged.tags_path, staged.projects_path, settings),
-        ]
-        # Each checkpoint's UpdateDataDocsAction keeps Data Docs current, as in the flow.
-        validation.raise_for_failures(reports)
-        clock.lap("validate")
-        snapshot = extract.publish_snapshot(
-            settings, staged, {"projects": projects_uri, "tags": tags_uri}
-        )
-        feature_set = features.write_features(settings, snapshot)
-        clock.lap("features")
-    finally:
-        extract.discard_staged(staged)
-    store.apply_definitions(settings)
-    store.materialize_features(settings, expected_rows=feature_set.rows)
-    clock.lap("feature_store")
-    return feature_set.snapshot_id
-
-
 def run_mlops(snapshot: str, n_trials: int, search_space: str, clock: Clock) -> dict[str, object]:
     settings = get_settings()
-    rule = ImprovementRule()
-    data_path = workflow.build_training_frame(settings, snapshot)
-    split = workflow.load_split(data_path, settings.seed)
+    data_path = steps.extract_features(settings, snapshot)
     clock.lap("extract_features")
-    rows = len(split.train) + len(split.val) + len(split.test)
-    space = tune.resolve_space(search_space, rows, settings)
-    study_name = f"{snapshot}-{space}"
-    params = tune.default_params(space)
-    if n_trials > 0:
-        # Exactly what the flow's tune_batch does, in one batch: the resolved search space and
-        # the full train/val split (no max_tune_rows sample, unlike workflow.tune).
-        data = tune.TuneData.from_frames(split.train, split.val)
-        tune.run_trials(settings, study_name, data, n_trials, space)
-        params = tune.summarize_study(settings, study_name).best_params
-    clock.lap("tune")
-    trained = workflow.train_candidate(
-        settings, split, params, {"snapshot_id": snapshot, "source": "benchmarks.plain"}
+    outcome = pipeline.run_mlops(
+        settings,
+        data_path,
+        n_trials=n_trials,
+        search_space=search_space,
+        tags={"snapshot_id": snapshot, "source": "benchmarks.plain"},
+        study_name=snapshot,
+        on_step=clock.lap,
     )
-    clock.lap("train")
-    evaluation = workflow.evaluate_candidate(settings, trained.version, split, rule)
-    confusion = settings.reports_dir / f"confusion-v{trained.version}.png"
-    plot_confusion(evaluation.candidate, confusion)
-    clock.lap("evaluate")
-    if evaluation.decision.improved:
-        workflow.set_monitoring_references(settings, trained.version, split.train_val)
-        deployment = workflow.deploy_if_still_better(settings, evaluation, split, rule)
-        deployed = deployment.deployed
-    else:
-        deployed = False
-    if not deployed:
-        settings.reports_dir.mkdir(parents=True, exist_ok=True)
-        (settings.reports_dir / f"regression-v{trained.version}.md").write_text(
-            regression_markdown(
-                evaluation.candidate,
-                evaluation.production,
-                evaluation.decision,
-                evaluation.candidate_version,
-                evaluation.production_version,
-            )
-        )
-    workflow.record_decision(settings, evaluation, deployed=deployed)
-    clock.lap("decide")
     return {
-        "version": trained.version,
-        "space": space,
-        "cv_f1": round(trained.cv.mean, 4),
-        "test_f1": round(evaluation.candidate.f1, 4),
-        "deployed": deployed,
+        "version": outcome.trained.version,
+        "space": outcome.space,
+        "cv_f1": round(outcome.trained.cv.mean, 4),
+        "test_f1": round(outcome.evaluation.candidate.f1, 4),
+        "deployed": outcome.deployed,
     }
 
 
@@ -134,9 +72,12 @@ def main() -> None:
     clock = Clock()
     snapshot = None
     if not args.skip_dataops:
-        snapshot = run_dataops(
-            args.projects or str(settings.projects_csv), args.tags or str(settings.tags_csv), clock
-        )
+        snapshot = pipeline.run_dataops(
+            settings,
+            args.projects or str(settings.projects_csv),
+            args.tags or str(settings.tags_csv),
+            on_step=clock.lap,
+        ).snapshot_id
     outcome: dict[str, object] = {}
     if not args.skip_mlops:
         snapshot = snapshot or extract.load_snapshot(settings).id

@@ -264,42 +264,34 @@ def plot(result: Any, one: dict[str, Any], two: dict[str, Any]) -> None:
 
 
 def prepare(projects: str, tags: str, frame: Path) -> dict[str, int]:
-    """The training frame (id, text, tag) that ``build_training_frame`` would produce."""
-    from tagifai.config import get_settings
-    from tagifai.data import split_data
-    from tagifai.workflow import features_from_sources
+    """The training frame (id, text, tag) the flow's ``extract_features`` would produce."""
+    import shutil
 
-    features = features_from_sources(projects, tags)
-    features[["id", "text", "tag"]].to_parquet(frame, index=False)
-    split = split_data(features, seed=get_settings().seed)
+    from tagifai import steps
+    from tagifai.config import get_settings
+
+    settings = get_settings()
+    shutil.copyfile(steps.features_from_sources(settings, projects, tags), frame)
+    split = steps.load_split(frame, settings.seed)
     return {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
 
 
 def tune_batch(
     study_name: str, frame: str, n_trials: int, space: str, batch: int, run_id: str
 ) -> dict[str, Any]:
-    """The body of flows/mlops.py's tune_batch, minus the progress artifact: trials from the
-    run's shared pool, one sampler seed per batch, the tuning sample of the settings; pruning
-    off, so the enqueued trials are the same work on 1 and on 2 workers."""
-    from tagifai import tune, workflow
+    """flows/mlops.py's tune_batch without the progress artifact (the same step): trials
+    from the run's shared pool, one sampler seed per batch, the tuning sample of the
+    settings; pruning off, so the enqueued trials are the same work on 1 and on 2 workers."""
+    from tagifai import steps
     from tagifai.config import get_settings
 
-    settings = get_settings()
-    split = workflow.load_split(Path(frame), settings.seed)
     started, cpu_started = time.perf_counter(), time.process_time()
-    batch = tune.run_trials(
-        settings,
-        study_name,
-        tune.TuneData.from_frames(split.train, split.val, settings.max_tune_rows),
-        n_trials,
-        space,  # type: ignore[arg-type]
-        seed=settings.seed + batch,
-        run_id=run_id,
-        prune=False,
+    result = steps.tune_batch(
+        get_settings(), study_name, Path(frame), n_trials, space, batch, run_id, prune=False
     )
     return {
-        "completed": batch.completed,
-        "pruned": batch.pruned,
+        "completed": result.completed,
+        "pruned": result.pruned,
         "seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time() - cpu_started,
     }

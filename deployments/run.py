@@ -29,7 +29,7 @@ from uuid import UUID
 import httpx
 
 from deployments.platform import PlatformError, status, up
-from tagifai.config import MODEL_NAME, REPO_ROOT, Settings, get_settings
+from tagifai.config import MODEL_NAME, REPO_ROOT, SNAPSHOT_LABEL, Settings, get_settings
 from tagifai.errors import TagifaiError
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 DATAOPS = "dataops/dataops"
 MLOPS = "mlops/mlops"
-SNAPSHOT_LABEL = "tagifai.snapshot"  # set by the dataops flow on its own run
 RUN_TIMEOUT_S = 600.0
 TRIGGER_TIMEOUT_S = 120.0  # the automation fires within seconds of the Completed event
 DEPLOY_TIMEOUT_S = 300.0
@@ -242,7 +241,7 @@ class Outcome:
 
 def read_outcome(settings: Settings, mlops: FlowRun) -> Outcome:
     """The decision ``mlops`` recorded (``last_decision.json``) and the production model now."""
-    from tagifai.state import collect_status
+    from tagifai.status import collect_status
 
     state = collect_status(settings)
     decision = state.get("last_decision")

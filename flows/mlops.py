@@ -2,6 +2,9 @@
 where ``decide`` runs exactly one branch:
 improved >> [set_monitoring_references, deploy_model, notify_teams];
 regressed >> [notify_teams, file_report].
+
+Each task is a thin wrapper over one :mod:`tagifai.steps` function plus the artifacts it
+shows. Settings are read once, when the flow run starts, and passed to every task.
 """
 
 from __future__ import annotations
@@ -25,130 +28,103 @@ from prefect.context import get_run_context
 from prefect.events import emit_event
 
 from flows.runner import build_task_runner
-from tagifai import notify, tune, workflow
-from tagifai.config import get_settings
-from tagifai.evaluate import (
-    ImprovementRule,
-    plot_confusion,
-    regression_markdown,
-    report_markdown,
-)
+from tagifai import reporting, steps
+from tagifai.config import Settings, get_settings
+from tagifai.evaluate import ImprovementRule
+from tagifai.extract import load_snapshot
+from tagifai.notify import Delivery
+from tagifai.steps import Deployment, Evaluation, TrainedModel
 from tagifai.train import ModelParams
-from tagifai.workflow import Evaluation, TrainedModel
+from tagifai.tune import BatchResult, SearchSpace, TuneSummary, default_params, resolve_space
 
 DEPLOY_LOCK = "tagifai-deploy"
 
 
 @task(retries=2, retry_delay_seconds=5)
-def extract_features(snapshot: str | None) -> Path:
+def extract_features(settings: Settings, snapshot: str | None) -> Path:
     """Point-in-time features of the snapshot's labelled projects, from Feast."""
-    return workflow.build_training_frame(get_settings(), snapshot)
+    return steps.extract_features(settings, snapshot)
 
 
 @task
 def tune_batch(
+    settings: Settings,
     study_name: str,
     data_path: Path,
     n_trials: int,
-    space: tune.SearchSpace,
+    space: SearchSpace,
     batch: int,
     run_id: str,
-) -> tune.BatchResult:
-    """One worker's trials, taken from the run's pool of ``n_trials`` until it is used up;
-    progress in the UI."""
-    settings = get_settings()
-    split = workflow.load_split(data_path, settings.seed)
-    progress = create_progress_artifact(
-        0.0, description=f"Optuna batch {batch}: trials from a pool of {n_trials}"
-    )
-
+) -> BatchResult:
+    """One worker's trials, taken from the run's pool until it is used up; a progress bar."""
+    progress = create_progress_artifact(0.0, description=f"Optuna batch {batch}: {n_trials} trials")
     last_update = time.monotonic()
 
     def on_trial(done: int, value: float | None) -> None:
-        # Each update is an API call: at most one a second, however cheap the trials.
-        nonlocal last_update
+        nonlocal last_update  # each update is an API call: at most one a second
         if time.monotonic() - last_update >= 1.0:
             update_progress_artifact(progress, min(99.0, 100.0 * done / n_trials))
             last_update = time.monotonic()
 
-    result = tune.run_trials(
-        settings,
-        study_name,
-        tune.TuneData.from_frames(split.train, split.val, settings.max_tune_rows),
-        n_trials,
-        space,
-        # One sampler seed per batch: with the same seed, parallel batches propose identical
-        # parameters until the shared study has enough trials to steer them apart.
-        seed=settings.seed + batch,
-        on_trial=on_trial,
-        run_id=run_id,
+    result = steps.tune_batch(
+        settings, study_name, data_path, n_trials, space, batch, run_id, on_trial
     )
     update_progress_artifact(progress, 100.0)  # a batch ends when the run's pool is used up
     return result
 
 
 @task
-def summarize_study(study_name: str) -> tune.TuneSummary:
+def summarize_study(settings: Settings, study_name: str) -> TuneSummary:
     """Best trial and parameter importances, as artifacts."""
-    summary = tune.summarize_study(get_settings(), study_name)
+    summary = steps.summarize_study(settings, study_name)
     create_markdown_artifact(
-        key="optuna-best-trial",
-        markdown=f"## Best trial\n\nValidation weighted F1 **{summary.best_value:.4f}** "
-        f"({summary.n_trials} trials, {summary.n_pruned} pruned, study `{study_name}`)\n\n"
-        + "\n".join(f"- `{k}` = {v}" for k, v in summary.best_params.to_dict().items()),
+        key="optuna-best-trial", markdown=reporting.best_trial_markdown(summary)
     )
     if summary.importances:
         create_table_artifact(
             key="optuna-param-importance",
-            table=[
-                {"parameter": k, "importance": round(v, 4)} for k, v in summary.importances.items()
-            ],
+            table=reporting.importance_rows(summary.importances),
             description="fANOVA importance of each hyperparameter",
         )
     return summary
 
 
 @task
-def train_model(data_path: Path, params: ModelParams, snapshot: str) -> TrainedModel:
+def train_model(
+    settings: Settings, data_path: Path, params: ModelParams, snapshot: str
+) -> TrainedModel:
     """Fit the best configuration on train+val; log to MLflow; register a new version."""
-    settings = get_settings()
     context = get_run_context()
     flow_run_id = str(context.task_run.flow_run_id) if context.task_run else ""
-    trained = workflow.train_candidate(
-        settings,
-        workflow.load_split(data_path, settings.seed),
-        params,
-        {"snapshot_id": snapshot, "prefect_flow_run_id": flow_run_id},
-    )
+    tags = {"snapshot_id": snapshot, "prefect_flow_run_id": flow_run_id}
+    trained = steps.train_model(settings, data_path, params, tags)
     if trained.run_url:
-        create_link_artifact(
-            key="mlflow-run",
-            link=trained.run_url,
-            link_text=f"MLflow run of model v{trained.version}",
-        )
+        link_text = f"MLflow run of model v{trained.version}"
+        create_link_artifact(key="mlflow-run", link=trained.run_url, link_text=link_text)
     return trained
 
 
 @task
-def evaluate_model(data_path: Path, version: int, rule: ImprovementRule) -> Evaluation:
+def evaluate_model(
+    settings: Settings, data_path: Path, version: int, rule: ImprovementRule
+) -> Evaluation:
     """Candidate and production on the same test split; the decision and its reason."""
-    settings = get_settings()
-    evaluation = workflow.evaluate_candidate(
-        settings, version, workflow.load_split(data_path, settings.seed), rule
-    )
-    markdown = report_markdown(evaluation.candidate, f"Candidate v{version}")
-    if evaluation.production is not None:
-        markdown += "\n\n" + report_markdown(
-            evaluation.production, f"Production v{evaluation.production_version}"
-        )
+    evaluation = steps.evaluate_model(settings, data_path, version, rule)
     verdict = "improved" if evaluation.decision.improved else "regressed"
-    markdown += f"\n\n## Decision: {verdict}\n\n{evaluation.decision.reason}"
     create_markdown_artifact(
-        key="evaluation-report", markdown=markdown, description=f"Model v{version}: {verdict}"
+        key="evaluation-report",
+        markdown=reporting.evaluation_markdown(
+            evaluation.candidate,
+            version,
+            evaluation.production,
+            evaluation.production_version,
+            evaluation.decision,
+        ),
+        description=f"Model v{version}: {verdict}",
     )
-    png = plot_confusion(evaluation.candidate, settings.reports_dir / f"confusion-v{version}.png")
+    png = evaluation.confusion_png.read_bytes()
     create_image_artifact(
-        image_url="data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
+        image_url="data:image/png;base64," + base64.b64encode(png).decode(),
         key="confusion-matrix",
         description=f"Confusion matrix of candidate v{version}",
     )
@@ -156,44 +132,34 @@ def evaluate_model(data_path: Path, version: int, rule: ImprovementRule) -> Eval
 
 
 @task
-def set_monitoring_references(version: int, data_path: Path) -> Path:
+def set_monitoring_references(settings: Settings, version: int, data_path: Path) -> Path:
     """Reference distributions (labels, text length, confidence) for drift checks."""
-    settings = get_settings()
-    return workflow.set_monitoring_references(
-        settings, version, workflow.load_split(data_path, settings.seed).train_val
-    )
+    return steps.set_monitoring_references(settings, version, data_path)
 
 
 @task
 def deploy_model(
-    evaluation: Evaluation, data_path: Path, rule: ImprovementRule
-) -> workflow.Deployment:
+    settings: Settings, evaluation: Evaluation, data_path: Path, rule: ImprovementRule
+) -> Deployment:
     """Move ``production`` under a global lock, re-checking if production moved meanwhile."""
-    settings = get_settings()
-    split = workflow.load_split(data_path, settings.seed)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(DEPLOY_LOCK, limit=1)
-    with concurrency(DEPLOY_LOCK, occupy=1, timeout_seconds=600, strict=True):
-        return workflow.deploy_if_still_better(settings, evaluation, split, rule)
+    lock = concurrency(DEPLOY_LOCK, occupy=1, timeout_seconds=600, strict=True)
+    return steps.deploy_model(settings, evaluation, data_path, rule, lock)
 
 
 @task
 def notify_teams(
-    outcome: Literal["improved", "regressed"], version: int, message: str
-) -> list[notify.Delivery]:
-    """Slack-compatible messages to TAGIFAI_NOTIFY_URLS, and a Prefect event; never fails."""
-    settings = get_settings()
-    emit_event(
-        event=f"tagifai.model.{outcome}",
-        resource={
-            "prefect.resource.id": f"tagifai.model.v{version}",
-            "prefect.resource.name": f"tagifai v{version}",
-        },
-        payload={"version": version, "message": message},
-    )
-    deliveries = notify.post_message(
-        settings.notify_urls, f"tagifai v{version} {outcome}: {message}"
-    )
+    settings: Settings, outcome: Literal["improved", "regressed"], version: int, message: str
+) -> list[Delivery]:
+    """A Prefect event for automations and Slack-compatible messages; never fails."""
+    resource = {
+        "prefect.resource.id": f"tagifai.model.v{version}",
+        "prefect.resource.name": f"tagifai v{version}",
+    }
+    payload = {"version": version, "message": message}
+    emit_event(event=f"tagifai.model.{outcome}", resource=resource, payload=payload)
+    deliveries = steps.notify_teams(settings, outcome, version, message)
     failed = [d for d in deliveries if not d.ok]
     if failed:
         get_run_logger().warning("%d of %d notifications failed", len(failed), len(deliveries))
@@ -201,23 +167,14 @@ def notify_teams(
 
 
 @task
-def file_report(evaluation: Evaluation) -> Path:
+def file_report(settings: Settings, evaluation: Evaluation, reason: str) -> Path:
     """The regression report: markdown under stores/reports and as an artifact."""
-    settings = get_settings()
-    markdown = regression_markdown(
-        evaluation.candidate,
-        evaluation.production,
-        evaluation.decision,
-        evaluation.candidate_version,
-        evaluation.production_version,
-    )
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.reports_dir / f"regression-v{evaluation.candidate_version}.md"
-    path.write_text(markdown)
+    path = steps.file_report(settings, evaluation, reason)
+    version = evaluation.candidate_version
     create_markdown_artifact(
         key="regression-report",
-        markdown=markdown,
-        description=f"Why v{evaluation.candidate_version} was not deployed",
+        markdown=path.read_text(),
+        description=f"Why v{version} was not deployed",
     )
     return path
 
@@ -225,29 +182,26 @@ def file_report(evaluation: Evaluation) -> Path:
 @flow(name="decide")
 def decide(evaluation: Evaluation, data_path: Path, rule: ImprovementRule) -> dict[str, object]:
     """Run exactly one branch: improved (references, deploy, notify) or regressed (notify,
-    report)."""
+    report). A subflow is a flow-run edge: it reads its settings itself, so notification
+    URLs (secrets) never become parameters stored by the Prefect API."""
     settings = get_settings()
     version = evaluation.candidate_version
     if evaluation.decision.improved:
-        references = set_monitoring_references.submit(version, data_path)
-        deployment = deploy_model.submit(evaluation, data_path, rule).result()
+        references = set_monitoring_references.submit(settings, version, data_path)
+        deployment = deploy_model.submit(settings, evaluation, data_path, rule).result()
         references.result()
-        outcome = "improved" if deployment.deployed else "regressed"
-        notify_teams(outcome, version, deployment.reason)
-        if not deployment.deployed:
-            file_report(evaluation)
-        workflow.record_decision(settings, evaluation, deployed=deployment.deployed)
-        return {"decision": outcome, "deployed": deployment.deployed, "reason": deployment.reason}
-    notify_future = notify_teams.submit("regressed", version, evaluation.decision.reason)
-    report = file_report.submit(evaluation)
-    notify_future.result()
-    workflow.record_decision(settings, evaluation, deployed=False)
-    return {
-        "decision": "regressed",
-        "deployed": False,
-        "reason": evaluation.decision.reason,
-        "report": str(report.result()),
-    }
+        deployed, reason = deployment.deployed, deployment.reason
+        notify_teams(settings, "improved" if deployed else "regressed", version, reason)
+        report = None if deployed else file_report(settings, evaluation, reason)
+    else:
+        deployed, reason = False, evaluation.decision.reason
+        notified = notify_teams.submit(settings, "regressed", version, reason)
+        report = file_report.submit(settings, evaluation, reason).result()
+        notified.result()
+    steps.record_decision(settings, evaluation, deployed)
+    outcome = "improved" if deployed else "regressed"
+    result: dict[str, object] = {"decision": outcome, "deployed": deployed, "reason": reason}
+    return result | ({"report": str(report)} if report else {})
 
 
 @flow(name="mlops", task_runner=build_task_runner())
@@ -260,26 +214,27 @@ def mlops(
 ) -> dict[str, object]:
     """Train, evaluate and (if it improved) deploy a model from the snapshot's features."""
     settings = get_settings()
-    snapshot = snapshot or _latest_snapshot(settings)
+    snapshot = snapshot or load_snapshot(settings).id  # the latest; a clear error if none
     rule = ImprovementRule(f1_margin=f1_margin, class_tolerance=class_tolerance)
     # Every task is submitted, so with TAGIFAI_DASK_ADDRESS all of them run on the cluster.
-    data_path = extract_features.submit(snapshot).result()
-    space = tune.resolve_space(search_space, _rows(data_path), settings)
+    data_path = extract_features.submit(settings, snapshot).result()
+    space = resolve_space(search_space, steps.training_rows(data_path), settings)
     study_name = f"{snapshot}-{space}"
-    params = tune.default_params(space)
+    params = default_params(space)
     if n_trials > 0:
         # One coarse task per worker process (a Dask task costs ~0.2 s of orchestration); the
         # batches share the run's pool of trials, so none idles while another finishes.
         run_id = str(get_run_context().flow_run.id)
+        batches = range(min(settings.tune_batches, n_trials))
         futures = [
-            tune_batch.submit(study_name, data_path, n_trials, space, batch, run_id)
-            for batch in range(min(settings.tune_batches, n_trials))
+            tune_batch.submit(settings, study_name, data_path, n_trials, space, batch, run_id)
+            for batch in batches
         ]
         for future in futures:
             future.result()
-        params = summarize_study.submit(study_name).result().best_params
-    trained = train_model.submit(data_path, params, snapshot).result()
-    evaluation = evaluate_model.submit(data_path, trained.version, rule).result()
+        params = summarize_study.submit(settings, study_name).result().best_params
+    trained = train_model.submit(settings, data_path, params, snapshot).result()
+    evaluation = evaluate_model.submit(settings, data_path, trained.version, rule).result()
     outcome = decide(evaluation, data_path, rule)
     return {
         "snapshot": snapshot,
@@ -288,18 +243,6 @@ def mlops(
         "test_f1": round(evaluation.candidate.f1, 4),
         **outcome,
     }
-
-
-def _latest_snapshot(settings: object) -> str:
-    from tagifai.extract import load_snapshot
-
-    return load_snapshot(settings).id  # type: ignore[arg-type]
-
-
-def _rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
 
 
 if __name__ == "__main__":

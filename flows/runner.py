@@ -40,6 +40,6 @@ class SettingsDaskTaskRunner(DaskTaskRunner):
         return DaskTaskRunner(**dask_runner_options(get_settings()))
 
 
-def build_task_runner(settings: Settings | None = None) -> DaskTaskRunner:
-    """A runner that starts nothing until a flow run enters it."""
-    return SettingsDaskTaskRunner(**dask_runner_options(settings or get_settings()))
+def build_task_runner() -> DaskTaskRunner:
+    """A runner that reads nothing and starts nothing until a flow run enters it."""
+    return SettingsDaskTaskRunner()

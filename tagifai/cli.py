@@ -1,7 +1,9 @@
-"""``tagifai``: train, evaluate, predict, run the pipelines and show their state.
+"""The library's commands: train, evaluate, predict, show state and features, make data.
 
-Heavy libraries (MLflow, Prefect, Feast, Great Expectations) are imported inside the commands
-that use them, so ``tagifai --help`` answers at once.
+The ``tagifai`` console script (``deployments/cli.py``) mounts these and adds the commands
+that run flows and the platform, which live above the library. Heavy libraries (MLflow,
+Feast, Great Expectations) are imported inside the commands that use them, so
+``tagifai --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -49,24 +51,32 @@ def friendly_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _settings() -> Settings:
+QUIET_ENVIRONMENT = {
+    "MLFLOW_LOGGING_LEVEL": "ERROR",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "DASK_LOGGING__DISTRIBUTED": "warning",
+}
+
+
+def load_settings() -> Settings:
+    """The command's settings, read from the environment once (the edge), libraries quiet."""
     import os
 
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
     for noisy in ("mlflow", "alembic", "urllib3", "distributed", "py.warnings"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     return get_settings()
 
 
-def _check_space(space: str) -> None:
+def check_space(space: str) -> None:
     if space not in SEARCH_SPACES:
         fail(f"unknown search space {space!r}: use {', '.join(SEARCH_SPACES)}")
 
 
-def _rule(f1_margin: float, class_tolerance: float) -> Any:
+def rule_from(f1_margin: float, class_tolerance: float) -> Any:
     from tagifai.evaluate import ImprovementRule
 
     return ImprovementRule(f1_margin=f1_margin, class_tolerance=class_tolerance)
@@ -98,8 +108,8 @@ Space = Annotated[
 @app.command()
 @friendly_errors
 def train(
-    projects: Annotated[str | None, typer.Option(help="Projects table URI.")] = None,
-    tags: Annotated[str | None, typer.Option(help="Tags table URI.")] = None,
+    projects: ProjectsUri = None,
+    tags: TagsUri = None,
     trials: Annotated[
         int, typer.Option(help="Optuna trials before the final fit (0: defaults).", min=0)
     ] = 0,
@@ -107,26 +117,29 @@ def train(
     f1_margin: Margin = 0.02,
     class_tolerance: Tolerance = 0.10,
 ) -> None:
-    """Train on the tables (shipped CSVs by default), evaluate, register, deploy if improved."""
+    """Train on the tables (shipped CSVs by default), evaluate, register, deploy if improved.
+
+    The MLOps steps of the flow in this one process, on features read straight from the
+    tables (no Prefect, no Feast); the deploy holds a file lock instead of Prefect's limit.
+    """
     import time
 
-    from tagifai.extract import content_id
-    from tagifai.workflow import features_from_sources, train_and_deploy
+    from tagifai import pipeline, steps
 
-    settings = _settings()
-    _check_space(space)
+    settings = load_settings()
+    check_space(space)
     started = time.perf_counter()
-    features = features_from_sources(
-        projects or str(settings.projects_csv), tags or str(settings.tags_csv)
+    data_path = steps.features_from_sources(
+        settings, projects or str(settings.projects_csv), tags or str(settings.tags_csv)
     )
-    data_id = content_id(features[["id", "text"]], features[["id", "tag"]])
-    outcome = train_and_deploy(
+    outcome = pipeline.run_mlops(
         settings,
-        features,
+        data_path,
         n_trials=trials,
-        space=space,  # type: ignore[arg-type]
-        rule=_rule(f1_margin, class_tolerance),
-        tags={"source": "cli", "features_id": data_id},
+        search_space=space,
+        rule=rule_from(f1_margin, class_tolerance),
+        tags={"source": "cli", "features_id": data_path.stem},
+        study_name="tagifai-cli",
     )
     trained, evaluation = outcome.trained, outcome.evaluation
     typer.echo(
@@ -147,7 +160,7 @@ def train(
         f"final fit: {trained.fit_seconds:.2f} s; total {time.perf_counter() - started:.1f} s"
     )
     verdict = "improved -> deployed" if outcome.deployed else "regressed -> not deployed"
-    typer.echo(f"model version {trained.version}: {verdict} ({evaluation.decision.reason})")
+    typer.echo(f"model version {trained.version}: {verdict} ({outcome.reason})")
 
 
 @app.command()
@@ -161,17 +174,16 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Evaluate a model on the test split of the tables (per class, slices, behavioural)."""
-    from tagifai import registry
-    from tagifai.data import split_data
-    from tagifai.evaluate import evaluate_model, report_markdown
-    from tagifai.workflow import features_from_sources
+    from tagifai import registry, steps
+    from tagifai.evaluate import evaluate_model
+    from tagifai.reporting import report_markdown
 
-    settings = _settings()
+    settings = load_settings()
     model, found = registry.load_model(settings, version)
-    features = features_from_sources(
-        projects or str(settings.projects_csv), tags or str(settings.tags_csv)
+    data_path = steps.features_from_sources(
+        settings, projects or str(settings.projects_csv), tags or str(settings.tags_csv)
     )
-    test = split_data(features, seed=settings.seed).test
+    test = steps.load_split(data_path, settings.seed).test
     report = evaluate_model(model, test["text"], test["tag"])
     if as_json:
         typer.echo(json.dumps({"version": found.version, **report.to_dict()}, indent=2))
@@ -206,7 +218,7 @@ def predict(
         next(iter(read_input_chunks(input, 1)))  # bad input fails before loading the model
     from tagifai import registry
 
-    settings = _settings()
+    settings = load_settings()
     model, _ = registry.load_model(settings, version)
     if title is not None:
         typer.echo(json.dumps(predict_project(model, title, description).to_dict()))
@@ -220,121 +232,14 @@ def predict(
 @friendly_errors
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Production model, its data snapshot and metrics, the last decision, the feature store."""
-    from tagifai.state import collect_status
+    from tagifai.status import collect_status
 
-    state = collect_status(_settings())
+    state = collect_status(load_settings())
     if as_json:
         typer.echo(json.dumps(state, indent=2, default=str))
         return
     for key, value in state.items():
         typer.echo(f"{key}: {json.dumps(value, default=str)}")
-
-
-def _prefect_api(settings: Settings) -> str:
-    """The Prefect API every process of the run uses: PREFECT_API_URL, or the project's local
-    server (started in the background on first use, reused afterwards)."""
-    import os
-
-    from deployments.platform import ensure_server
-
-    url = ensure_server(settings)
-    os.environ["PREFECT_API_URL"] = url
-    # Task results (and the Dask workers' copies) live with the rest of the state.
-    os.environ.setdefault(
-        "PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(settings.prefect_dir / "storage")
-    )
-    return url
-
-
-def _run_flow(flow_name: str, **parameters: Any) -> Any:
-    """Run a flow in this process against the Prefect API; exit non-zero if it failed."""
-    import importlib
-
-    settings = _settings()
-    _prefect_api(settings)
-    flow = getattr(importlib.import_module(f"flows.{flow_name}"), flow_name)
-    state = flow(**parameters, return_state=True)
-    if not state.is_completed():
-        fail(f"{flow_name} run {state.name}: {_state_message(state)}")
-    return state.result()
-
-
-def _state_message(state: Any) -> str:
-    try:
-        state.result()
-    except Exception as error:  # the flow's own exception carries the readable reason
-        return str(error).splitlines()[0] if str(error) else type(error).__name__
-    return state.message or ""
-
-
-@app.command()
-@friendly_errors
-def dataops(
-    projects: ProjectsUri = None,
-    tags: TagsUri = None,
-) -> None:
-    """Run the DataOps flow: extract, validate, compute features, fill the feature store."""
-    settings = get_settings()
-    summary = _run_flow(
-        "dataops",
-        projects_uri=projects or str(settings.projects_csv),
-        tags_uri=tags or str(settings.tags_csv),
-    )
-    typer.echo(json.dumps(summary, default=str))
-
-
-@app.command()
-@friendly_errors
-def mlops(
-    trials: Trials = 20,
-    snapshot: Annotated[str | None, typer.Option(help="Data snapshot (default: latest).")] = None,
-    space: Space = "auto",
-    f1_margin: Margin = 0.02,
-    class_tolerance: Tolerance = 0.10,
-) -> None:
-    """Run the MLOps flow: features, tuning, training, evaluation, deploy or report."""
-    _check_space(space)
-    summary = _run_flow(
-        "mlops",
-        snapshot=snapshot,
-        n_trials=trials,
-        search_space=space,
-        f1_margin=f1_margin,
-        class_tolerance=class_tolerance,
-    )
-    typer.echo(json.dumps(summary, default=str))
-
-
-@app.command()
-@friendly_errors
-def pipeline(
-    projects: ProjectsUri = None,
-    tags: TagsUri = None,
-    trials: Trials = 20,
-    space: Space = "auto",
-    f1_margin: Margin = 0.02,
-    class_tolerance: Tolerance = 0.10,
-) -> None:
-    """Run DataOps, then MLOps on the snapshot it published: two flow runs in this process.
-
-    What the deployed chain does with a trigger and two flow-run processes, for one machine.
-    """
-    _check_space(space)
-    settings = get_settings()
-    data = _run_flow(
-        "dataops",
-        projects_uri=projects or str(settings.projects_csv),
-        tags_uri=tags or str(settings.tags_csv),
-    )
-    model = _run_flow(
-        "mlops",
-        snapshot=data["snapshot"],
-        n_trials=trials,
-        search_space=space,
-        f1_margin=f1_margin,
-        class_tolerance=class_tolerance,
-    )
-    typer.echo(json.dumps({"dataops": data, "mlops": model}, default=str))
 
 
 @app.command()
@@ -345,7 +250,7 @@ def features(
     """Print projects' online features from the Feast online store."""
     from tagifai.store import get_online_features
 
-    rows = get_online_features(_settings(), ids)
+    rows = get_online_features(load_settings(), ids)
     for row in rows:
         typer.echo(json.dumps(row, default=str))
     if any(row.get("text") is None for row in rows):
@@ -373,7 +278,7 @@ def synth(
         out,
         seed,
         fmt="parquet" if fmt == "parquet" else "csv",
-        data_dir=get_settings().data_dir,
+        data_dir=load_settings().data_dir,
     )
     typer.echo(
         f"wrote {result.rows} rows to {result.projects_path} and {result.tags_path} "
@@ -395,28 +300,3 @@ def leave(code: int = 0) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    """The ``tagifai`` command: run, then :func:`leave` with the command's exit status."""
-    import traceback
-
-    code = 0
-    try:
-        app()
-    except SystemExit as stop:
-        if isinstance(stop.code, int):
-            code = stop.code
-        elif stop.code is not None:
-            print(stop.code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
-        code = 130
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    leave(code)
-
-
-if __name__ == "__main__":  # pragma: no cover - python -m tagifai.cli
-    main()

@@ -8,18 +8,21 @@ Every piece of runtime state lives under one directory, ``stores/`` by default
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagifai.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_DATA_DIR = REPO_ROOT / "data" / "raw"
 
 LABELS: tuple[str, ...] = ("computer-vision", "mlops", "natural-language-processing", "other")
 OTHER_LABEL = "other"
 MODEL_NAME = "tagifai"
 PRODUCTION_ALIAS = "production"
 SEED = 42
+# The dataops run labels itself with the snapshot it published; the mlops trigger reads it.
+SNAPSHOT_LABEL = "tagifai.snapshot"
 # Optuna search spaces by name ("auto" resolves to one of the others by data size).
 SEARCH_SPACES: tuple[str, ...] = ("auto", "default", "weak", "scale")
 
@@ -29,7 +32,7 @@ class Settings:
     """Where state lives and which engines to talk to."""
 
     stores_dir: Path
-    data_dir: Path = REPO_ROOT / "data" / "raw"
+    data_dir: Path = SHIPPED_DATA_DIR
     gx_dir: Path = REPO_ROOT / "great_expectations"
     feature_repo_dir: Path = REPO_ROOT / "feature_repo"
     mlflow_tracking_uri: str = ""
@@ -40,6 +43,10 @@ class Settings:
     # or import again, right for small data) or separate processes (CPU-bound work at scale).
     dask_processes: bool = False
     notify_urls: tuple[str, ...] = field(default_factory=tuple)
+    # Where people open what the runs link to: the MLflow UI and the served Data Docs site
+    # (None: links to a tracking server's own UI, and file:// links to the Data Docs).
+    mlflow_ui_url: str | None = None
+    data_docs_url: str | None = None
     seed: int = SEED
     # Past these sizes tuning, cross-validation and references work on stratified samples,
     # and the "auto" search space switches to hashing + SGD (the final fit uses every row).
@@ -88,6 +95,14 @@ class Settings:
         return self.stores_dir / "references"
 
     @property
+    def training_dir(self) -> Path:
+        return self.stores_dir / "training"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.stores_dir / "locks"
+
+    @property
     def prefect_dir(self) -> Path:
         return self.stores_dir / "prefect"
 
@@ -99,12 +114,13 @@ class Settings:
     def tags_csv(self) -> Path:
         return self.data_dir / "tags.csv"
 
-    def with_overrides(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
-
 
 def get_settings(env: dict[str, str] | None = None) -> Settings:
-    """Build settings from the environment (``TAGIFAI_*``, ``MLFLOW_TRACKING_URI``)."""
+    """Build settings from the environment (``TAGIFAI_*``, ``MLFLOW_TRACKING_URI``).
+
+    Called once at each edge (a command, a flow run, a service's start-up); everything below
+    takes the resulting object.
+    """
     env = dict(os.environ) if env is None else env
     stores_dir = Path(env.get("TAGIFAI_STORES_DIR") or REPO_ROOT / "stores").resolve()
     mlflow_uri = (
@@ -114,13 +130,15 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
     urls = tuple(u.strip() for u in env.get("TAGIFAI_NOTIFY_URLS", "").split(",") if u.strip())
     return Settings(
         stores_dir=stores_dir,
-        data_dir=Path(env.get("TAGIFAI_DATA_DIR") or REPO_ROOT / "data" / "raw").resolve(),
+        data_dir=Path(env.get("TAGIFAI_DATA_DIR") or SHIPPED_DATA_DIR).resolve(),
         mlflow_tracking_uri=mlflow_uri,
         optuna_storage=optuna_storage,
         dask_address=env.get("TAGIFAI_DASK_ADDRESS") or None,
         dask_workers=_int(env, "TAGIFAI_DASK_WORKERS", 2),
         dask_processes=_bool(env, "TAGIFAI_DASK_PROCESSES", False),
         notify_urls=urls,
+        mlflow_ui_url=env.get("TAGIFAI_MLFLOW_UI_URL") or None,
+        data_docs_url=env.get("TAGIFAI_DATA_DOCS_URL") or None,
         max_tune_rows=_int(env, "TAGIFAI_MAX_TUNE_ROWS", 50_000),
         max_cv_rows=_int(env, "TAGIFAI_MAX_CV_ROWS", 100_000),
         scale_rows=_int(env, "TAGIFAI_SCALE_ROWS", 200_000),

@@ -35,9 +35,22 @@ def map_label(raw_tag: str) -> str:
 
 
 def join_labelled(projects: pd.DataFrame, tags: pd.DataFrame) -> pd.DataFrame:
-    """Projects that have a tag, with the raw tag: id, created_on, title, description, tag."""
+    """Projects that have a tag, with the raw tag: id, created_on, title, description, tag.
+
+    For validated tables (one tag per project); :func:`tags_with_projects` is the join the
+    ``labelled`` suite checks before that holds.
+    """
     labelled = projects.merge(tags[list(TAG_COLUMNS)], on="id", how="inner", validate="1:1")
     return labelled.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def tags_with_projects(projects: pd.DataFrame, tags: pd.DataFrame) -> pd.DataFrame:
+    """Every tag row left-joined to its project on id: id, tag, created_on, title, description.
+
+    A tag whose id has no project keeps its row with the project's columns empty, so the
+    ``labelled`` expectation suite can report it.
+    """
+    return tags.merge(projects, on="id", how="left", sort=False)
 
 
 @dataclass(frozen=True)

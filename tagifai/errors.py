@@ -13,6 +13,11 @@ class DataSourceError(TagifaiError):
     """A source table is missing, unreadable, empty, badly encoded or lacks columns."""
 
 
+class DataSourceUnavailable(TagifaiError):
+    """A source could not be reached for now (a database down, locked or refusing
+    connections): worth retrying, unlike a :class:`DataSourceError`."""
+
+
 class DataValidationError(TagifaiError):
     """Great Expectations found data that breaks a suite."""
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
-
-import numpy as np
 
 from tagifai.config import LABELS
 from tagifai.data import clean_text
@@ -261,100 +258,3 @@ def is_improved(
         f"(margin {rule.f1_margin:.3f}), no class down more than {rule.class_tolerance:.2f}, "
         "behavioural checks pass",
     )
-
-
-def report_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
-    """The per-class table, slices and checks as markdown (for Prefect artifacts and reports)."""
-    lines = [
-        f"## {title}",
-        "",
-        f"Weighted precision **{report.precision:.3f}**, recall **{report.recall:.3f}**, "
-        f"F1 **{report.f1:.3f}** on {report.n} test rows.",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {label} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | {m.support} |"
-        for label, m in report.per_class.items()
-    ]
-    lines += ["", "| slice | F1 | rows |", "|---|---:|---:|"]
-    lines += [f"| {name} | {m.f1:.3f} | {m.support} |" for name, m in report.slices.items()]
-    if report.checks:
-        passed = sum(c.passed for c in report.checks)
-        lines += ["", f"Behavioural checks: {passed}/{len(report.checks)} passed", ""]
-        lines += [
-            f"- {'✅' if c.passed else '❌'} {c.kind}: {c.name} ({c.detail})" for c in report.checks
-        ]
-    return "\n".join(lines)
-
-
-def plot_confusion(report: EvaluationReport, path: Path) -> Path:
-    """Save the confusion matrix as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = np.array(report.confusion)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.imshow(matrix, cmap="Blues")
-    short = [label.split("-")[0][:8] for label in report.labels]
-    ax.set_xticks(range(len(short)), short, rotation=30)
-    ax.set_yticks(range(len(short)), short)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), value in np.ndenumerate(matrix):
-        ax.text(
-            j,
-            i,
-            str(value),
-            ha="center",
-            va="center",
-            color="white" if value > matrix.max() / 2 else "black",
-        )
-    ax.set_title(f"Confusion matrix (weighted F1 {report.f1:.3f})")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def regression_markdown(
-    candidate: EvaluationReport,
-    production: EvaluationReport | None,
-    decision: Decision,
-    candidate_version: int,
-    production_version: int | None,
-) -> str:
-    """What regressed, per class and per slice, candidate against production."""
-    lines = [
-        f"# Regression report: candidate v{candidate_version} vs production v{production_version}",
-        "",
-        f"**Decision:** not deployed: {decision.reason}",
-        "",
-    ]
-    if production is not None:
-        lines += [
-            "| | candidate F1 | production F1 | change |",
-            "|---|---:|---:|---:|",
-            f"| weighted | {candidate.f1:.3f} | {production.f1:.3f} | "
-            f"{candidate.f1 - production.f1:+.3f} |",
-        ]
-        for label, prod in production.per_class.items():
-            cand = candidate.per_class[label]
-            lines.append(
-                f"| class {label} | {cand.f1:.3f} | {prod.f1:.3f} | {cand.f1 - prod.f1:+.3f} |"
-            )
-        for name, prod in production.slices.items():
-            cand = candidate.slices.get(name)
-            if cand is not None:
-                lines.append(
-                    f"| slice {name} | {cand.f1:.3f} | {prod.f1:.3f} | {cand.f1 - prod.f1:+.3f} |"
-                )
-    failed = [c for c in candidate.checks if not c.passed]
-    if failed:
-        lines += ["", "Failed behavioural checks:", ""]
-        lines += [f"- {c.kind}: {c.name} ({c.detail})" for c in failed]
-    return "\n".join(lines)

@@ -17,9 +17,10 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from tagifai import files
 from tagifai.config import Settings
 from tagifai.data import PROJECT_COLUMNS, TAG_COLUMNS
-from tagifai.errors import DataSourceError
+from tagifai.errors import DataSourceError, DataSourceUnavailable
 
 STRING_COLUMNS = {
     "created_on": "string",
@@ -93,6 +94,9 @@ def _read_sql(uri: str) -> pd.DataFrame:
         engine = sa.create_engine(url)
         with engine.connect() as connection:
             return pd.read_sql_table(table, connection)
+    except sa.exc.OperationalError as error:  # refused, timed out, locked: retry later
+        first = str(error.orig or error).splitlines()[0]
+        raise DataSourceUnavailable(f"cannot reach {url} now: {first}") from None
     except (sa.exc.SQLAlchemyError, ValueError) as error:
         first = str(error).splitlines()[0]
         raise DataSourceError(f"cannot read table {table!r} from {url}: {first}") from None
@@ -160,19 +164,13 @@ def publish_snapshot(settings: Settings, staged: Snapshot, source: dict[str, str
             if not target.exists():
                 raise
     discard_staged(staged)
-    _write_atomic(settings.snapshots_dir / "LATEST", staged.id)
+    files.write_text(settings.snapshots_dir / "LATEST", staged.id)
     return Snapshot(staged.id, target, staged.projects_rows, staged.tags_rows)
 
 
 def discard_staged(staged: Snapshot) -> None:
     if staged.path.parent.name == "staging":
         shutil.rmtree(staged.path, ignore_errors=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def latest_snapshot_id(settings: Settings) -> str | None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from tagifai import files
 from tagifai.config import Settings
 from tagifai.data import CREATED_ON_FORMAT, clean_text, join_labelled, map_label
 from tagifai.extract import Snapshot, read_parquet
@@ -87,13 +87,9 @@ def write_features(settings: Settings, snapshot: Snapshot) -> FeatureSet:
         return current
     labelled = join_labelled(read_parquet(snapshot.projects_path), read_parquet(snapshot.tags_path))
     features = compute_features(labelled)
-    settings.features_dir.mkdir(parents=True, exist_ok=True)
     target = features_path(settings)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    features.to_parquet(tmp, index=False)
-    tmp.replace(target)
-    manifest = settings.features_dir / "manifest.json"
-    tmp_manifest = manifest.with_suffix(".tmp")
-    tmp_manifest.write_text(json.dumps({"snapshot_id": snapshot.id, "rows": len(features)}))
-    tmp_manifest.replace(manifest)
+    with files.replacing(target) as tmp:
+        features.to_parquet(tmp, index=False)
+    manifest = {"snapshot_id": snapshot.id, "rows": len(features)}
+    files.write_json(settings.features_dir / "manifest.json", manifest)
     return FeatureSet(snapshot.id, target, len(features), changed=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tagifai import files
 from tagifai.config import Settings
 
 
@@ -39,9 +39,5 @@ def compute_references(model: Any, features: pd.DataFrame) -> dict[str, Any]:
 
 def save_references(settings: Settings, version: int, references: dict[str, Any]) -> Path:
     """Write ``references/v<version>.json`` atomically and return its path."""
-    settings.references_dir.mkdir(parents=True, exist_ok=True)
     path = settings.references_dir / f"v{version}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"model_version": version, **references}, indent=2))
-    tmp.replace(path)
-    return path
+    return files.write_json(path, {"model_version": version, **references})

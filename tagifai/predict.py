@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from tagifai import files
 from tagifai.data import clean_text
 from tagifai.errors import DataSourceError
 from tagifai.features import build_text
@@ -86,20 +87,15 @@ def predict_csv(model: Any, input_path: Path, output_path: Path, chunksize: int 
     never leaves a half-written OUT.
     """
     classes = [str(c) for c in model.classes_]
-    tmp_path = output_path.with_name(f".{output_path.name}.tmp")
     rows = 0
-    try:
-        with tmp_path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "tag", *(f"p_{c}" for c in classes)])
-            for chunk in read_input_chunks(input_path, chunksize):
-                texts = build_text(chunk["title"], chunk["description"])
-                probabilities = model.predict_proba(texts.tolist())
-                tags = [classes[i] for i in probabilities.argmax(axis=1)]
-                for row_id, tag, probs in zip(chunk["id"], tags, probabilities, strict=True):
-                    writer.writerow([row_id, tag, *(f"{p:.4f}" for p in probs)])
-                rows += len(chunk)
-        tmp_path.replace(output_path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with files.replacing(output_path) as tmp_path, tmp_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "tag", *(f"p_{c}" for c in classes)])
+        for chunk in read_input_chunks(input_path, chunksize):
+            texts = build_text(chunk["title"], chunk["description"])
+            probabilities = model.predict_proba(texts.tolist())
+            tags = [classes[i] for i in probabilities.argmax(axis=1)]
+            for row_id, tag, probs in zip(chunk["id"], tags, probabilities, strict=True):
+                writer.writerow([row_id, tag, *(f"{p:.4f}" for p in probs)])
+            rows += len(chunk)
     return rows

@@ -7,18 +7,20 @@ commits, the old version keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tagifai.config import MODEL_NAME, PRODUCTION_ALIAS, Settings
 from tagifai.errors import ModelNotFoundError
-from tagifai.evaluate import EvaluationReport, plot_confusion, report_markdown
+from tagifai.evaluate import EvaluationReport
+from tagifai.reporting import plot_confusion, report_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -56,36 +58,43 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+_EXPERIMENTS: dict[str, str] = {}
+
+
 def connect(settings: Settings) -> Any:
-    """Point MLflow at the settings' tracking URI and return a client (creates the experiment)."""
+    """A client for the settings' tracking and registry URI (MLflow's process-wide tracking
+    URI is never set: every call names its store, so two settings in one process never mix).
+    """
     _import_mlflow()
-    import mlflow
     from mlflow import MlflowClient
 
     uri = settings.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which would then override
-    # the stores of every later Settings in this process: put the environment back.
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if client.get_experiment_by_name(EXPERIMENT) is None:
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _experiment_id(settings: Settings, client: Any) -> str:
+    """The ``tagifai`` experiment's id, created on first use (artifacts under stores/)."""
+    uri = settings.mlflow_tracking_uri
+    if uri in _EXPERIMENTS:
+        return _EXPERIMENTS[uri]
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
         artifact_location = None
         if _is_local(uri):  # keep artifacts under stores/, not in ./mlruns of the cwd
             artifact_location = (settings.mlflow_dir / "artifacts").resolve().as_uri()
         try:
-            client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+            experiment_id = client.create_experiment(EXPERIMENT, artifact_location)
         except Exception:  # another process created it first
-            if client.get_experiment_by_name(EXPERIMENT) is None:
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            if experiment is None:
                 raise
-    mlflow.set_experiment(EXPERIMENT)
-    return client
+            experiment_id = experiment.experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    _EXPERIMENTS[uri] = experiment_id
+    return experiment_id
 
 
 @dataclass(frozen=True)
@@ -104,29 +113,41 @@ def log_training(
 ) -> LoggedModel:
     """Log one training run (params, metrics, tags, the fitted pipeline); register a version."""
     client = connect(settings)
-    import mlflow
     import mlflow.sklearn
     import sklearn
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
 
-    with mlflow.start_run(tags=tags) as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        info = mlflow.sklearn.log_model(
+    run = client.create_run(_experiment_id(settings, client), tags=tags)
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+        params=[Param(key, str(value)) for key, value in params.items()],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.sklearn.save_model(
             model,
-            name="model",
-            registered_model_name=MODEL_NAME,
+            f"{tmp}/model",
             serialization_format="cloudpickle",
             # Explicit requirements skip MLflow's slow environment inference (uv export).
             pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
         )
-        version = int(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(MODEL_NAME, str(version), key, value)
-    logger.info("registered %s version %d (run %s)", MODEL_NAME, version, run.info.run_id)
+        client.log_artifacts(run_id, f"{tmp}/model", artifact_path="model")
+    client.set_terminated(run_id)
+    with contextlib.suppress(MlflowException):  # it exists, or another process made it
+        client.create_registered_model(MODEL_NAME)
+    version = int(
+        client.create_model_version(
+            MODEL_NAME, f"runs:/{run_id}/model", run_id=run_id, tags=tags
+        ).version
+    )
+    logger.info("registered %s version %d (run %s)", MODEL_NAME, version, run_id)
     return LoggedModel(
-        run_id=run.info.run_id,
+        run_id=run_id,
         version=version,
-        run_url=run_url(settings, run.info.experiment_id, run.info.run_id),
+        run_url=run_url(settings, run.info.experiment_id, run_id),
     )
 
 
@@ -144,8 +165,8 @@ def log_evaluation(settings: Settings, run_id: str, report: EvaluationReport) ->
 
 
 def run_url(settings: Settings, experiment_id: str, run_id: str) -> str | None:
-    """Link to the run in the MLflow UI (``TAGIFAI_MLFLOW_UI_URL``, or the tracking server)."""
-    base = os.environ.get("TAGIFAI_MLFLOW_UI_URL") or (
+    """Link to the run in the MLflow UI (``settings.mlflow_ui_url``, or the tracking server)."""
+    base = settings.mlflow_ui_url or (
         settings.mlflow_tracking_uri if settings.mlflow_tracking_uri.startswith("http") else None
     )
     if base is None:
@@ -178,24 +199,19 @@ def get_version(settings: Settings, version: int | None = None) -> ModelVersion 
 def load_model(settings: Settings, version: int | None = None) -> tuple[Any, ModelVersion]:
     """Load a version (default: production) as a scikit-learn pipeline."""
     found = get_version(settings, version)
-    import mlflow.sklearn
-
     if found is None:
         what = "no production model yet" if version is None else f"no model version {version}"
         raise ModelNotFoundError(f"{what}: run `tagifai train` (or the mlops flow) first")
-    model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{found.version}")
-    return model, found
-
-
-def load_report(settings: Settings, run_id: str) -> EvaluationReport:
-    """The evaluation report logged with a run."""
-    connect(settings)
     import mlflow.artifacts
+    import mlflow.sklearn
 
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="evaluation/evaluation.json"
-    )
-    return EvaluationReport.from_dict(json.loads(Path(path).read_text()))
+    source = connect(settings).get_model_version(MODEL_NAME, str(found.version)).source
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=tmp, tracking_uri=settings.mlflow_tracking_uri
+        )
+        model = mlflow.sklearn.load_model(path)
+    return model, found
 
 
 def set_production(settings: Settings, version: int) -> int | None:

@@ -20,7 +20,6 @@ Feast is imported inside functions: it takes seconds to import.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import sqlite3
 import threading
@@ -39,6 +38,7 @@ import pandas as pd
 
 from tagifai.config import Settings
 from tagifai.errors import FeatureStoreError
+from tagifai.files import file_lock
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -67,17 +67,6 @@ class MaterializeReport:
     windows: int
     seconds: float
     rows_per_second: float
-
-
-def get_store(settings: Settings) -> FeatureStore:
-    """A Feast store: configuration from ``feature_repo/``, state under the stores directory.
-
-    Its registry is read from disk now (``refresh_registry()``), so whatever another process
-    applied or materialised is visible. For ad-hoc use of the Feast API; the functions below
-    open their own store under the lock and never share one across calls or processes.
-    """
-    with _locked(settings, exclusive=False):
-        return _open_store(settings)
 
 
 def apply_definitions(settings: Settings) -> None:
@@ -257,13 +246,8 @@ def count_online_rows(settings: Settings) -> int:
 @contextmanager
 def _locked(settings: Settings, *, exclusive: bool) -> Iterator[None]:
     """Serialise access: an advisory file lock across processes, a mutex within one."""
-    settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    with _process_lock, open(settings.feast_dir / LOCK_FILE, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with _process_lock, file_lock(settings.feast_dir / LOCK_FILE, exclusive=exclusive):
+        yield
 
 
 @contextmanager

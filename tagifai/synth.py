@@ -29,6 +29,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from tagifai import files
+from tagifai.config import SHIPPED_DATA_DIR
 from tagifai.data import PROJECT_COLUMNS, TAG_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ class _Source:
 
 
 def synthesize(
-    n_rows: int, seed: int = 42, *, data_dir: Path | None = None
+    n_rows: int, seed: int = 42, *, data_dir: Path = SHIPPED_DATA_DIR
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``projects`` (id, created_on, title, description) and ``tags`` (id, tag) of N rows.
 
@@ -139,7 +141,7 @@ def write_synthetic(
     seed: int = 42,
     *,
     fmt: SynthFormat = "csv",
-    data_dir: Path | None = None,
+    data_dir: Path = SHIPPED_DATA_DIR,
 ) -> SynthResult:
     """Write ``projects.<fmt>`` and ``tags.<fmt>`` of N synthetic rows under ``out_dir``.
 
@@ -160,16 +162,9 @@ def write_synthetic(
     out_dir.mkdir(parents=True, exist_ok=True)
     source = _load_source(data_dir)
     projects_path, tags_path = out_dir / f"projects.{fmt}", out_dir / f"tags.{fmt}"
-    projects_tmp = projects_path.with_name(f".{projects_path.name}.tmp")
-    tags_tmp = tags_path.with_name(f".{tags_path.name}.tmp")
-    try:
-        writer = _write_parquet if fmt == "parquet" else _write_csv
+    writer = _write_parquet if fmt == "parquet" else _write_csv
+    with files.replacing(projects_path) as projects_tmp, files.replacing(tags_path) as tags_tmp:
         writer(_iter_chunks(n_rows, seed, source), projects_tmp, tags_tmp)
-        projects_tmp.replace(projects_path)
-        tags_tmp.replace(tags_path)
-    finally:
-        projects_tmp.unlink(missing_ok=True)
-        tags_tmp.unlink(missing_ok=True)
     result = SynthResult(projects_path, tags_path, n_rows, time.perf_counter() - started)
     logger.info("Wrote %d synthetic rows to %s in %.2f s", n_rows, out_dir, result.seconds)
     return result
@@ -336,15 +331,11 @@ def _positions(row: np.ndarray) -> np.ndarray:
     return np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
 
 
-def _load_source(data_dir: Path | None) -> _Source:
+def _load_source(data_dir: Path) -> _Source:
     """Real projects joined to their tags, tokenised per column."""
     from tagifai.data import join_labelled
     from tagifai.extract import read_table
 
-    if data_dir is None:
-        from tagifai.config import get_settings
-
-        data_dir = get_settings().data_dir
     labelled = join_labelled(
         read_table(str(Path(data_dir) / "projects.csv"), "projects"),
         read_table(str(Path(data_dir) / "tags.csv"), "tags"),

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SearchSpace = Literal["default", "weak", "scale"]
-SPACES = SEARCH_SPACES
 # Training-set fractions at which a trial reports its validation F1 (successive halving on data).
 RUNGS: tuple[float, ...] = (0.34, 0.67, 1.0)
 
@@ -44,8 +43,8 @@ BASELINE_TRIAL: dict[str, Any] = {
 
 def resolve_space(space: str, n_rows: int, settings: Settings) -> SearchSpace:
     """``auto`` is the TF-IDF space up to ``settings.scale_rows`` rows, hashing + SGD beyond."""
-    if space not in SPACES:
-        raise ValueError(f"unknown search space {space!r}: use one of {', '.join(SPACES)}")
+    if space not in SEARCH_SPACES:
+        raise ValueError(f"unknown search space {space!r}: use one of {', '.join(SEARCH_SPACES)}")
     if space == "auto":
         return "default" if n_rows <= settings.scale_rows else "scale"
     return space  # type: ignore[return-value]

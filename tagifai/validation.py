@@ -12,21 +12,21 @@ call here fills in through GX's ``runtime_environment`` (it outranks the environ
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from tagifai.data import tags_with_projects
 from tagifai.errors import DataValidationError
+from tagifai.files import file_lock
 
 if TYPE_CHECKING:
     from great_expectations.data_context import FileDataContext
@@ -44,7 +44,6 @@ _MAX_EXAMPLE_CHARS = 60
 # checkpoint resolves its validation definitions through that current context: build and
 # load one at a time so a thread never picks up another thread's context.
 _CONTEXT_LOCK = threading.Lock()
-_DOCS_FALLBACK_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -118,15 +117,6 @@ def validate_table(df: pd.DataFrame, suite: str, settings: Settings) -> Validati
     return report
 
 
-def join_labelled(projects: pd.DataFrame, tags: pd.DataFrame) -> pd.DataFrame:
-    """Tags left-joined to projects on id: id, tag, created_on, title, description.
-
-    A tag whose id has no project keeps its row, with the project's columns empty, so the
-    ``labelled`` suite can report it.
-    """
-    return tags.merge(projects, on="id", how="left", sort=False)
-
-
 def validate_tags_and_join(
     tags_path: Path, projects_path: Path, settings: Settings
 ) -> list[ValidationReport]:
@@ -135,35 +125,25 @@ def validate_tags_and_join(
     projects = pd.read_parquet(projects_path)
     return [
         validate_table(tags, "tags", settings),
-        validate_table(join_labelled(projects, tags), "labelled", settings),
+        validate_table(tags_with_projects(projects, tags), "labelled", settings),
     ]
 
 
-def data_docs_url(index: Path, settings: Settings | None = None) -> str:
-    """Where a browser opens a Data Docs page: under ``TAGIFAI_DATA_DOCS_URL`` (the local
-    platform serves the site there) or else as a ``file://`` URL."""
-    import os
-
-    from tagifai.config import get_settings
-
-    base = os.environ.get("TAGIFAI_DATA_DOCS_URL")
-    site = (settings or get_settings()).gx_state_dir / "data_docs" / "local_site"
+def data_docs_url(settings: Settings, index: Path | None = None) -> str:
+    """Where a browser opens a Data Docs page (default: the home page): under
+    ``settings.data_docs_url`` (the local platform serves the site there) or else as a
+    ``file://`` URL."""
+    base = settings.data_docs_url
+    site = data_docs_site(settings)
+    index = index or site / "index.html"
     if base and index.resolve().is_relative_to(site.resolve()):
         return f"{base.rstrip('/')}/{index.resolve().relative_to(site.resolve()).as_posix()}"
     return index.resolve().as_uri()
 
 
-def data_docs_index(settings: Settings) -> Path:
-    """The Data Docs home page; each checkpoint's UpdateDataDocsAction keeps it current."""
-    return settings.gx_state_dir / "data_docs" / "local_site" / "index.html"
-
-
-def build_data_docs(settings: Settings) -> Path:
-    """Rebuild the Data Docs site under ``settings.gx_state_dir``; return its ``index.html``."""
-    with _CONTEXT_LOCK:
-        context = _open_context(settings)
-    urls = context.build_data_docs()
-    return _path_from_url(next(iter(urls.values())))
+def data_docs_site(settings: Settings) -> Path:
+    """The Data Docs site; each checkpoint's UpdateDataDocsAction keeps it current."""
+    return settings.gx_state_dir / "data_docs" / "local_site"
 
 
 def raise_for_failures(reports: Iterable[ValidationReport]) -> None:
@@ -200,32 +180,10 @@ def _under_file_lock(build: Callable[..., Any], lock_path: Path) -> Callable[...
     """
 
     def locked_build(*args: Any, **kwargs: Any) -> Any:
-        with _file_lock(lock_path):
+        with file_lock(lock_path):
             return build(*args, **kwargs)
 
     return locked_build
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``; it also excludes other threads (own descriptor)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no flock; fall back to a per-process lock.
-            with _DOCS_FALLBACK_LOCK:
-                yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _path_from_url(url: str) -> Path:
-    return Path(unquote(urlparse(url).path))
 
 
 def _to_report(

@@ -16,6 +16,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tagifai")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
@@ -45,16 +47,26 @@ def shipped_features(shipped: tuple[pd.DataFrame, pd.DataFrame]) -> pd.DataFrame
 
 
 @pytest.fixture(scope="session")
-def trained_stores(
-    tmp_path_factory: pytest.TempPathFactory, shipped_features: pd.DataFrame
-) -> Iterator[Settings]:
+def trained_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Stores with one deployed production model (default parameters, no tuning)."""
-    from tagifai.workflow import train_and_deploy
+    from tagifai import pipeline, steps
 
     settings = settings_for(tmp_path_factory.mktemp("trained-stores"))
-    outcome = train_and_deploy(settings, shipped_features, tags={"source": "tests"})
+    data_path = steps.features_from_sources(
+        settings, str(settings.projects_csv), str(settings.tags_csv)
+    )
+    outcome = pipeline.run_mlops(settings, data_path, tags={"source": "tests"})
     assert outcome.deployed
     yield settings
+
+
+@pytest.fixture(scope="session")
+def shipped_frame(trained_stores: Settings) -> Path:
+    """The training frame of the shipped tables (what ``tagifai train`` trains on)."""
+    from tagifai import steps
+
+    settings = trained_stores
+    return steps.features_from_sources(settings, str(settings.projects_csv), str(settings.tags_csv))
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ the committed ``great_expectations/`` folder must come out of all of it unchange
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from tagifai import validation
 from tagifai.config import REPO_ROOT, Settings, get_settings
+from tagifai.data import tags_with_projects
 from tagifai.errors import DataValidationError
 from tagifai.validation import ExpectationFailure, ValidationReport
 
@@ -33,7 +35,7 @@ def read_frames(settings: Settings) -> Frames:
     return {
         "projects": projects,
         "tags": tags,
-        "labelled": validation.join_labelled(projects, tags),
+        "labelled": tags_with_projects(projects, tags),
     }
 
 
@@ -108,10 +110,10 @@ def test_tags_and_their_join_from_parquet(
     )
 
 
-def test_join_labelled_keeps_tags_without_a_project(frames: Frames) -> None:
+def test_tags_with_projects_keeps_tags_without_a_project(frames: Frames) -> None:
     orphan = pd.DataFrame({"id": [10**9], "tag": ["mlops"]}).astype({"tag": "string"})
     tags = pd.concat([frames["tags"], orphan], ignore_index=True)
-    labelled = validation.join_labelled(frames["projects"], tags)
+    labelled = tags_with_projects(frames["projects"], tags)
     assert labelled.columns.tolist() == ["id", "tag", "created_on", "title", "description"]
     assert len(labelled) == len(tags)
     assert labelled.loc[labelled["id"] == 10**9, "title"].isna().all()
@@ -196,7 +198,7 @@ def null_tag(f: Frames) -> pd.DataFrame:
 
 def unknown_project(f: Frames) -> pd.DataFrame:
     orphan = pd.DataFrame({"id": [999999], "tag": ["mlops"]}).astype({"tag": "string"})
-    return validation.join_labelled(f["projects"], pd.concat([f["tags"], orphan]))
+    return tags_with_projects(f["projects"], pd.concat([f["tags"], orphan]))
 
 
 CASES: list[tuple[Callable[[Frames], pd.DataFrame], str, str, str | None, int | None, str]] = [
@@ -371,7 +373,7 @@ def test_unknown_suite_is_refused(frames: Frames, settings: Settings) -> None:
 def test_missing_context_is_an_error_not_a_new_project(
     tmp_path: Path, frames: Frames, settings: Settings
 ) -> None:
-    elsewhere = settings.with_overrides(gx_dir=tmp_path / "great_expectations")
+    elsewhere = dataclasses.replace(settings, gx_dir=tmp_path / "great_expectations")
     with pytest.raises(FileNotFoundError, match="great_expectations.yml"):
         validation.validate_table(frames["tags"], "tags", elsewhere)
     assert list(tmp_path.iterdir()) == []
@@ -386,15 +388,13 @@ def test_results_and_data_docs_go_to_the_stores_dir(
     state = settings.stores_dir / "gx"
     for suite in validation.SUITES:
         assert list((state / "validations" / suite).rglob("*.json")), suite
-    # Each checkpoint run updates the docs (UpdateDataDocsAction) ...
+    # Each checkpoint run updates the docs (UpdateDataDocsAction).
     index = state / "data_docs" / "local_site" / "index.html"
-    assert index.is_file()
-    # ... and a full rebuild returns the same page.
-    assert validation.build_data_docs(settings) == index
+    assert index.is_file() and validation.data_docs_site(settings) / "index.html" == index
     html = index.read_text(encoding="utf-8")
     assert all(suite in html for suite in validation.SUITES)
     assert html.rstrip().endswith("</html>")
-    assert validation.data_docs_url(index).startswith("file://")
+    assert validation.data_docs_url(settings).startswith("file://")
 
 
 def test_a_run_leaves_the_repository_alone(frames: Frames, settings: Settings) -> None:
@@ -406,7 +406,6 @@ def test_a_run_leaves_the_repository_alone(frames: Frames, settings: Settings) -
     for suite in validation.SUITES:
         validation.validate_table(frames[suite], suite, settings)
     validation.validate_table(missing_column(frames), "projects", settings)
-    validation.build_data_docs(settings)
 
     assert folder_digest(settings.gx_dir) == committed
     assert not (REPO_ROOT / "gx").exists()
@@ -493,13 +492,14 @@ def test_processes_validate_at_the_same_time(
     assert html.rstrip().endswith("</html>")
 
 
-def test_data_docs_url_prefers_the_served_site(tmp_path, monkeypatch):
+def test_data_docs_url_prefers_the_served_site(tmp_path):
     from tagifai.config import get_settings
     from tagifai.validation import data_docs_url
 
     settings = get_settings({"TAGIFAI_STORES_DIR": str(tmp_path)})
     index = settings.gx_state_dir / "data_docs" / "local_site" / "index.html"
-    monkeypatch.delenv("TAGIFAI_DATA_DOCS_URL", raising=False)
-    assert data_docs_url(index, settings) == index.resolve().as_uri()
-    monkeypatch.setenv("TAGIFAI_DATA_DOCS_URL", "http://127.0.0.1:8787/data-docs/")
-    assert data_docs_url(index, settings) == "http://127.0.0.1:8787/data-docs/index.html"
+    assert data_docs_url(settings) == index.resolve().as_uri()
+    served = get_settings(
+        {"TAGIFAI_STORES_DIR": str(tmp_path), "TAGIFAI_DATA_DOCS_URL": "http://h:8787/data-docs/"}
+    )
+    assert data_docs_url(served) == "http://h:8787/data-docs/index.html"

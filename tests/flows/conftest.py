@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,23 +23,25 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def flow_environment(stores: Path, **variables: str) -> Iterator[None]:
+    """The environment a worker gives a flow run (a flow reads its settings from it when it
+    starts), restored afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TAGIFAI_STORES_DIR", str(stores))
+        for name, value in variables.items():
+            patch.setenv(name, value)
+        yield
+
+
 @pytest.fixture(scope="session")
 def dataops_done(prefect_api, tmp_path_factory) -> tuple[Settings, object]:
     """Stores after one good DataOps run on the shipped data (shared, read-only)."""
-    import os
-
     from flows.dataops import dataops
 
     stores = tmp_path_factory.mktemp("dataops-stores")
-    previous = os.environ.get("TAGIFAI_STORES_DIR")
-    os.environ["TAGIFAI_STORES_DIR"] = str(stores)
-    try:
+    with flow_environment(stores):
         state = dataops(return_state=True)
-    finally:
-        if previous is None:
-            os.environ.pop("TAGIFAI_STORES_DIR")
-        else:
-            os.environ["TAGIFAI_STORES_DIR"] = previous
     return settings_for(stores), state
 
 

@@ -149,7 +149,7 @@ def test_dataops_and_mlops_run_on_the_cluster_workers(dask_cluster):
     from flows.mlops import mlops
     from flows.runner import build_task_runner
 
-    runner = build_task_runner()
+    runner = build_task_runner().duplicate()  # what a flow run starts with
     assert runner.address == dask_cluster.address and runner.cluster_class is None
     data_state = dataops.with_options(task_runner=build_task_runner())(return_state=True)
     assert data_state.is_completed(), data_state.message

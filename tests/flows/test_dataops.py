@@ -39,10 +39,10 @@ def test_run_is_labelled_with_its_snapshot(dataops_done):
 
 
 def test_features_are_readable_historically(dataops_done):
-    from tagifai.workflow import build_training_frame
+    from tagifai.steps import extract_features
 
     settings, _ = dataops_done
-    frame = pd.read_parquet(build_training_frame(settings))
+    frame = pd.read_parquet(extract_features(settings, None))
     assert len(frame) == 764 and frame["id"].is_unique
     assert frame["tag"].value_counts()["mlops"] == 63
 
@@ -158,3 +158,51 @@ def test_validations_ran_in_parallel_on_dask(dataops_done):
     spans = {run.name.rsplit("-", 1)[0]: (run.start_time, run.end_time) for run in runs}
     (p_start, p_end), (t_start, t_end) = spans["validate_projects"], spans["validate_tags"]
     assert p_start < t_end and t_start < p_end  # the two validations overlapped in time
+
+
+@pytest.mark.parametrize(("problem", "attempts"), [("bad input", 1), ("database locked", 3)])
+def test_extract_retries_io_hiccups_but_not_bad_input(prefect_api, tmp_path, problem, attempts):
+    """A missing source fails at once; a locked database is an I/O hiccup, retried."""
+    import contextlib
+    import sqlite3
+
+    from flows.dataops import extract_data
+    from tests.conftest import settings_for
+
+    database = tmp_path / "warehouse.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE projects (id INTEGER)")
+    if problem == "bad input":
+        uri, holder = str(tmp_path / "missing.csv"), contextlib.nullcontext()
+    else:
+        uri = f"sqlite:///{database}?timeout=0.1#projects"
+        holder = contextlib.closing(sqlite3.connect(database, isolation_level=None))
+    with holder as connection:
+        if connection is not None:
+            connection.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+        state = extract_data.with_options(retry_delay_seconds=0)(
+            settings_for(tmp_path / "stores"), uri, uri, return_state=True
+        )
+    assert state.is_failed()
+    assert recorded_task_run(state.state_details.task_run_id).run_count == attempts
+
+
+def recorded_task_run(task_run_id, timeout_s: float = 30.0):
+    """The task run as the API recorded it: task runs reach the API as events, so a moment
+    after they end; wait until the API holds its final state."""
+    import time
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                run = client.read_task_run(task_run_id)
+                if run.state is not None and run.state.is_final():
+                    return run
+            except ObjectNotFound:
+                pass
+            assert time.monotonic() < deadline, f"task run {task_run_id} not recorded"
+            time.sleep(0.5)

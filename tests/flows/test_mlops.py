@@ -41,28 +41,20 @@ def flow_run_artifacts(state) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def first_and_regressed(prefect_api, dataops_done, tmp_path_factory):
     """A first run (deploys), then a deliberately weak one (regresses), on one store copy."""
-    import os
     import shutil
 
     from flows.mlops import mlops
     from tests.conftest import settings_for
+    from tests.flows.conftest import flow_environment
 
     source, _ = dataops_done
     stores = tmp_path_factory.mktemp("mlops") / "stores"
     shutil.copytree(source.stores_dir, stores)
-    saved = {k: os.environ.get(k) for k in ("TAGIFAI_STORES_DIR", "TAGIFAI_NOTIFY_URLS")}
     with Receiver() as receiver:
-        os.environ["TAGIFAI_STORES_DIR"] = str(stores)
-        os.environ["TAGIFAI_NOTIFY_URLS"] = f"{closed_port_url()},{receiver.url}"
-        try:
+        urls = f"{closed_port_url()},{receiver.url}"
+        with flow_environment(stores, TAGIFAI_NOTIFY_URLS=urls):
             first = mlops(n_trials=4, return_state=True)
             second = mlops(n_trials=3, search_space="weak", return_state=True)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
     return settings_for(stores), first, second, receiver.messages
 
 
@@ -170,6 +162,36 @@ def test_two_runs_at_once_deploy_one_after_the_other(stores_copy):
     with get_client(sync_client=True) as client:
         lock = client.read_global_concurrency_limit_by_name("tagifai-deploy")
     assert lock.limit == 1 and lock.active_slots == 0  # held by each deploy, then released
+
+
+def test_deploy_waits_for_the_global_deploy_lock(stores_copy):
+    """While another deploy holds ``tagifai-deploy``, deploy_model waits: production stays."""
+    from prefect import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from flows.mlops import DEPLOY_LOCK, deploy_model
+    from tagifai import steps
+    from tagifai.evaluate import ImprovementRule
+    from tagifai.train import ModelParams
+
+    rule = ImprovementRule()
+    data_path = steps.extract_features(stores_copy, None)
+    trained = steps.train_model(stores_copy, data_path, ModelParams(), {})
+    evaluation = steps.evaluate_model(stores_copy, data_path, trained.version, rule)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(DEPLOY_LOCK, limit=1)
+    outcomes: list = []
+    worker = threading.Thread(
+        target=lambda: outcomes.append(deploy_model(stores_copy, evaluation, data_path, rule))
+    )
+    with concurrency(DEPLOY_LOCK, occupy=1, strict=True):  # another run is deploying
+        worker.start()
+        worker.join(timeout=8)
+        assert worker.is_alive(), "deploy_model did not wait for the deploy lock"
+        assert registry.get_version(stores_copy) is None
+    worker.join(timeout=120)
+    assert [o.deployed for o in outcomes] == [True]
+    assert registry.get_version(stores_copy).version == trained.version
 
 
 def test_auto_space_resolves_before_tuning(first_and_regressed):

@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from deployments.cli import app
 from tagifai import registry, store
-from tagifai.cli import app
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.flows

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tagifai.cli import app
+from deployments.cli import app
 
 runner = CliRunner()
 
@@ -192,7 +192,7 @@ def test_console_entry_point_keeps_exit_codes_and_output(tmp_path, args, code, s
 
     env = {**os.environ, "TAGIFAI_STORES_DIR": str(tmp_path / "stores")}
     done = subprocess.run(
-        [sys.executable, "-m", "tagifai.cli", *args],
+        [sys.executable, "-m", "deployments.cli", *args],
         capture_output=True,
         text=True,
         env=env,

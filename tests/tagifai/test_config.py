@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from tagifai.cli import app
+from deployments.cli import app
 from tagifai.config import get_settings
 from tagifai.errors import ConfigError
 

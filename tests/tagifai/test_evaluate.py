@@ -8,10 +8,8 @@ from tagifai.evaluate import (
     compute_metrics,
     evaluate_model,
     is_improved,
-    plot_confusion,
-    regression_markdown,
-    report_markdown,
 )
+from tagifai.reporting import plot_confusion, regression_markdown, report_markdown
 
 
 def test_compute_metrics_matches_hand_computed_values():

@@ -22,6 +22,15 @@ KNOWN_ID = 6  # first project: "Comparison between YOLO and RCNN on real world v
 FEATURE_REPO = REPO_ROOT / "feature_repo"
 
 
+def feast_store(settings: Settings):
+    """Feast's own store over the same configuration and state, for what tagifai does not wrap."""
+    from feast import FeatureStore
+
+    return FeatureStore(
+        repo_path=str(settings.stores_dir), fs_yaml_file=FEATURE_REPO / "feature_store.yaml"
+    )
+
+
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     return {
         str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
@@ -87,7 +96,7 @@ def test_runtime_state_lives_under_stores(materialized) -> None:
     settings, _, _ = materialized
     assert (settings.feast_dir / "registry.db").is_file()
     assert (settings.feast_dir / "online_store.db").is_file()
-    assert store.get_store(settings).list_feature_views()[0].name == store.FEATURE_VIEW_NAME
+    assert feast_store(settings).list_feature_views()[0].name == store.FEATURE_VIEW_NAME
 
 
 def test_online_features_equal_the_source_row(materialized) -> None:
@@ -206,7 +215,7 @@ def test_interrupted_materialisation_is_reported_then_healed(materialized) -> No
 
     settings, _, _ = materialized
     # what a worker killed mid-materialisation leaves in the registry
-    store.get_store(settings).set_feature_view_state(
+    feast_store(settings).set_feature_view_state(
         store.FEATURE_VIEW_NAME, FeatureViewState.MATERIALIZING
     )
     with pytest.raises(FeatureStoreError, match="interrupted materialisation"):

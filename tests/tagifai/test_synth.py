@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from deployments.cli import app
 from tagifai import synth
-from tagifai.cli import app
 from tagifai.data import clean_text
 from tagifai.errors import DataSourceError
 from tagifai.synth import synthesize, write_synthetic
@@ -141,14 +141,15 @@ def test_lengths_match_and_texts_are_perturbed_not_copied(synthetic, real):
 
 
 def test_synthetic_tables_pass_every_gx_suite(tmp_path, synthetic):
-    from tagifai.validation import join_labelled, validate_table
+    from tagifai.data import tags_with_projects
+    from tagifai.validation import validate_table
 
     projects, tags = synthetic
     settings = settings_for(tmp_path / "stores")
     reports = [
         validate_table(projects, "projects", settings),
         validate_table(tags, "tags", settings),
-        validate_table(join_labelled(projects, tags), "labelled", settings),
+        validate_table(tags_with_projects(projects, tags), "labelled", settings),
     ]
     assert [r.rows for r in reports] == [ROWS, ROWS, ROWS]
     for report in reports:

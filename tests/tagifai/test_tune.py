@@ -13,13 +13,36 @@ def tune_data(shipped_features):
     return TuneData.from_frames(split.train, split.val)
 
 
-@pytest.mark.parametrize("space", ["default", "weak", "scale"])
-def test_suggest_params_gives_valid_params(space):
-    trial = optuna.create_study().ask()
-    params = suggest_params(trial, space)
-    assert isinstance(params, ModelParams)
-    if space == "weak":
-        assert params.char_weight == 0 and params.word_ngram_max == 1
+def sample_space(space: str, n: int = 200) -> list[ModelParams]:
+    """``n`` configurations drawn at random from a named space (nothing is trained)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    return [suggest_params(study.ask(), space) for _ in range(n)]
+
+
+def test_default_space_searches_tfidf_blocks_classifiers_and_regularisation():
+    drawn = sample_space("default")
+    assert {p.vectorizer for p in drawn} == {"tfidf"}
+    assert {p.classifier for p in drawn} == {"svm", "logreg", "sgd"}
+    assert {p.word_ngram_max for p in drawn} == {1, 2, 3}
+    assert {p.class_weight for p in drawn} == {"balanced", None}
+    assert any(p.char_weight == 0 for p in drawn) and max(p.char_weight for p in drawn) > 1
+    assert all(p.char_ngram_min <= p.char_ngram_max for p in drawn)
+    assert min(p.C for p in drawn) < 0.2 and max(p.C for p in drawn) > 10
+
+
+def test_weak_space_is_unigrams_and_heavy_regularisation_only():
+    drawn = sample_space("weak")
+    assert {(p.word_ngram_max, p.char_weight, p.classifier, p.class_weight) for p in drawn} == {
+        (1, 0.0, "sgd", None)
+    }
+    assert all(8 <= p.min_df <= 15 and p.C <= 1e-3 for p in drawn)
+
+
+def test_scale_space_is_hashing_and_sgd_only():
+    drawn = sample_space("scale")
+    assert {(p.vectorizer, p.char_weight, p.classifier) for p in drawn} == {("hashing", 0.0, "sgd")}
+    assert {p.word_ngram_max for p in drawn} == {1, 2}
+    assert {p.class_weight for p in drawn} == {"balanced", None}
 
 
 def test_study_is_shared_and_persisted(tmp_path, tune_data):

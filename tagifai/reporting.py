@@ -1,0 +1,174 @@
+"""What the pipelines show people: markdown and plots for Prefect artifacts, MLflow and reports.
+
+Tasks and commands call these; none of them decides anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tagifai.evaluate import Decision, EvaluationReport
+
+if TYPE_CHECKING:
+    from tagifai.tune import TuneSummary
+    from tagifai.validation import ValidationReport
+
+
+def report_markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
+    """The per-class table, slices and checks as markdown (for Prefect artifacts and reports)."""
+    lines = [
+        f"## {title}",
+        "",
+        f"Weighted precision **{report.precision:.3f}**, recall **{report.recall:.3f}**, "
+        f"F1 **{report.f1:.3f}** on {report.n} test rows.",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {label} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | {m.support} |"
+        for label, m in report.per_class.items()
+    ]
+    lines += ["", "| slice | F1 | rows |", "|---|---:|---:|"]
+    lines += [f"| {name} | {m.f1:.3f} | {m.support} |" for name, m in report.slices.items()]
+    if report.checks:
+        passed = sum(c.passed for c in report.checks)
+        lines += ["", f"Behavioural checks: {passed}/{len(report.checks)} passed", ""]
+        lines += [
+            f"- {'✅' if c.passed else '❌'} {c.kind}: {c.name} ({c.detail})" for c in report.checks
+        ]
+    return "\n".join(lines)
+
+
+def plot_confusion(report: EvaluationReport, path: Path) -> Path:
+    """Save the confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(report.confusion)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    short = [label.split("-")[0][:8] for label in report.labels]
+    ax.set_xticks(range(len(short)), short, rotation=30)
+    ax.set_yticks(range(len(short)), short)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > matrix.max() / 2 else "black",
+        )
+    ax.set_title(f"Confusion matrix (weighted F1 {report.f1:.3f})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def regression_markdown(
+    candidate: EvaluationReport,
+    production: EvaluationReport | None,
+    decision: Decision,
+    candidate_version: int,
+    production_version: int | None,
+) -> str:
+    """What regressed, per class and per slice, candidate against production."""
+    lines = [
+        f"# Regression report: candidate v{candidate_version} vs production v{production_version}",
+        "",
+        f"**Decision:** not deployed: {decision.reason}",
+        "",
+    ]
+    if production is not None:
+        lines += [
+            "| | candidate F1 | production F1 | change |",
+            "|---|---:|---:|---:|",
+            f"| weighted | {candidate.f1:.3f} | {production.f1:.3f} | "
+            f"{candidate.f1 - production.f1:+.3f} |",
+        ]
+        for label, prod in production.per_class.items():
+            cand = candidate.per_class[label]
+            lines.append(
+                f"| class {label} | {cand.f1:.3f} | {prod.f1:.3f} | {cand.f1 - prod.f1:+.3f} |"
+            )
+        for name, prod in production.slices.items():
+            cand = candidate.slices.get(name)
+            if cand is not None:
+                lines.append(
+                    f"| slice {name} | {cand.f1:.3f} | {prod.f1:.3f} | {cand.f1 - prod.f1:+.3f} |"
+                )
+    failed = [c for c in candidate.checks if not c.passed]
+    if failed:
+        lines += ["", "Failed behavioural checks:", ""]
+        lines += [f"- {c.kind}: {c.name} ({c.detail})" for c in failed]
+    return "\n".join(lines)
+
+
+def evaluation_markdown(
+    candidate: EvaluationReport,
+    candidate_version: int,
+    production: EvaluationReport | None,
+    production_version: int | None,
+    decision: Decision,
+) -> str:
+    """Candidate and production side by side, then the decision and its reason."""
+    markdown = report_markdown(candidate, f"Candidate v{candidate_version}")
+    if production is not None:
+        markdown += "\n\n" + report_markdown(production, f"Production v{production_version}")
+    verdict = "improved" if decision.improved else "regressed"
+    return markdown + f"\n\n## Decision: {verdict}\n\n{decision.reason}"
+
+
+def best_trial_markdown(summary: TuneSummary) -> str:
+    """The study's best trial and its parameters."""
+    return (
+        f"## Best trial\n\nValidation weighted F1 **{summary.best_value:.4f}** "
+        f"({summary.n_trials} trials, {summary.n_pruned} pruned, study `{summary.study_name}`)"
+        "\n\n" + "\n".join(f"- `{k}` = {v}" for k, v in summary.best_params.to_dict().items())
+    )
+
+
+def importance_rows(importances: Mapping[str, float]) -> list[dict[str, Any]]:
+    """fANOVA importances as table rows."""
+    return [{"parameter": k, "importance": round(v, 4)} for k, v in importances.items()]
+
+
+def failed_expectation_rows(reports: Iterable[ValidationReport]) -> list[dict[str, Any]]:
+    """One row per broken expectation: suite, expectation, column, count, examples."""
+    return [
+        {
+            "suite": report.suite,
+            "expectation": failure.expectation,
+            "column": failure.column or "",
+            "unexpected": failure.unexpected_count,
+            "examples": ", ".join(failure.examples),
+        }
+        for report in reports
+        for failure in report.failures
+    ]
+
+
+def dataops_markdown(
+    summary: Mapping[str, object], reports: Iterable[ValidationReport], docs_url: str | None
+) -> str:
+    """The DataOps run: its figures, each suite's expectations, the Data Docs link."""
+    lines = ["## DataOps run", "", "| | |", "|---|---|"]
+    lines += [f"| {key.replace('_', ' ')} | {value} |" for key, value in summary.items()]
+    lines += ["", "| suite | rows | expectations passed | failed |", "|---|---:|---:|---:|"]
+    lines += [
+        f"| {r.suite} | {r.rows} | {r.passed}/{r.evaluated} | {len(r.failures)} |" for r in reports
+    ]
+    if docs_url:
+        lines += ["", f"[Data Docs]({docs_url})"]
+    return "\n".join(lines)
