@@ -219,7 +219,8 @@ def _deploy_real(result: Any, env: dict[str, str]) -> float:
 
 def measure_rest(platform: Any, services: tuple[str, ...]) -> dict[str, Any]:
     """Mean and peak summed RSS of the services' process trees over REST_SECONDS of idling."""
-    from benchmarks.common import MB, TreeSampler, tree_rss
+    from benchmarks.common import MB, TreeSampler
+    from deployments.platform import tree_rss
 
     status = platform.status()
     pids = {name: status[name]["pid"] for name in services if status[name].get("pid")}

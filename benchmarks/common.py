@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from deployments.platform import free_ports
+from deployments.platform import free_ports, tree_rss
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
@@ -68,20 +68,6 @@ QUIET_ENV = {
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def tree_rss(pid: int) -> int:
-    """Summed RSS of a process and all its descendants (0 once it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        members = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for member in members:
-        with contextlib.suppress(psutil.Error):
-            total += member.memory_info().rss
-    return total
 
 
 class TreeSampler:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from deployments.platform import free_ports
 
 
 class Receiver:
@@ -43,7 +44,4 @@ class Receiver:
 
 def closed_port_url() -> str:
     """A URL nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
+    return f"http://127.0.0.1:{free_ports()[0]}/hook"

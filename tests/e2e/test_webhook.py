@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from deployments import webhook
+from deployments.platform import free_ports
 from deployments.webhook import (
     EVENT_NAME,
     HOOK_PATH,
@@ -26,18 +25,13 @@ from deployments.webhook import (
     create_app,
     sign,
 )
+from deployments.webhook.receiver import _AppFromEnvironment
 from tagifai.config import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "test-secret-0123456789abcdef"
 MAX_BYTES = 1024
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -57,7 +51,7 @@ def client(data_root: Path) -> Iterator[TestClient]:
     app = create_app(
         SECRET,
         data_roots=[data_root],
-        prefect_api_url=f"http://127.0.0.1:{_closed_port()}/api",
+        prefect_api_url=f"http://127.0.0.1:{free_ports()[0]}/api",
         max_bytes=MAX_BYTES,
         allowed_sql_hosts=["db.internal"],
         allowed_s3_buckets=["tagifai-landing"],
@@ -299,7 +293,7 @@ def test_missing_secret_refuses_to_build() -> None:
 
 def test_unconfigured_module_app_answers_503(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TAGIFAI_WEBHOOK_SECRET", raising=False)
-    lazy_app = webhook._AppFromEnvironment()
+    lazy_app = _AppFromEnvironment()
     response = TestClient(lazy_app).post(HOOK_PATH, content=b"{}")
     assert response.status_code == 503
     assert response.json() == {"error": "webhook receiver is not configured"}
@@ -309,7 +303,7 @@ def test_uvicorn_refuses_to_start_without_secret(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TAGIFAI_WEBHOOK_SECRET"}
     command = [
         sys.executable, "-m", "uvicorn", "deployments.webhook:app",
-        "--host", "127.0.0.1", "--port", str(_closed_port()), "--lifespan", "on",
+        "--host", "127.0.0.1", "--port", str(free_ports()[0]), "--lifespan", "on",
     ]  # fmt: skip
     result = subprocess.run(
         command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
@@ -385,3 +379,23 @@ def test_data_docs_are_served_read_only(tmp_path: Path, monkeypatch: pytest.Monk
         assert test_client.get("/data-docs/").status_code == 200
         assert test_client.get("/data-docs/../../webhook-secret").status_code == 404
         assert test_client.post("/data-docs/index.html").status_code == 405
+
+
+def test_data_docs_follow_the_configuration_the_app_was_built_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``env`` and ``docs_dir`` decide which site is served, not the process's environment."""
+    sites = {}
+    for name in ("process", "given", "explicit"):
+        sites[name] = tmp_path / name / "gx" / "data_docs" / "local_site"
+        sites[name].mkdir(parents=True)
+        (sites[name] / "index.html").write_text(f"<html>{name}</html>")
+    monkeypatch.setenv("TAGIFAI_STORES_DIR", str(tmp_path / "process"))
+    common = {"data_roots": [tmp_path], "prefect_api_url": "http://127.0.0.1:9/api"}
+    apps = {
+        "given": create_app(SECRET, env={"TAGIFAI_STORES_DIR": str(tmp_path / "given")}, **common),
+        "explicit": create_app(SECRET, docs_dir=sites["explicit"], **common),
+    }
+    for name, app in apps.items():
+        with TestClient(app) as test_client:
+            assert test_client.get("/data-docs/index.html").text == f"<html>{name}</html>"

@@ -1,0 +1,21 @@
+"""The registry: every service of the platform, one spec each, in dependency order.
+
+Adding a service is one module here defining ``SPEC = ServiceSpec(...)`` (see
+``deployments.platform.spec``) and one line in :data:`REGISTRY`. ``up`` starts services in
+registry order and ``down`` stops them in reverse, so a service comes after the services it
+requires or whose records it reads (the worker links to the MLflow UI and the receiver).
+"""
+
+from __future__ import annotations
+
+from deployments.platform.services import mlflow, server, webhook, worker
+from deployments.platform.spec import ServiceSpec
+
+REGISTRY: tuple[ServiceSpec, ...] = (
+    server.SPEC,
+    mlflow.SPEC,
+    webhook.SPEC,
+    worker.SPEC,
+)
+# What `up` starts when no service is named.
+SERVICES: tuple[str, ...] = tuple(spec.name for spec in REGISTRY if spec.default)
