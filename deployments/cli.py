@@ -92,6 +92,9 @@ def mlops(
     space: Space = "auto",
     f1_margin: Margin = 0.02,
     class_tolerance: Tolerance = 0.10,
+    force: Annotated[
+        bool, typer.Option(help="Train even if this snapshot was trained with the same settings.")
+    ] = False,
 ) -> None:
     """Run the MLOps flow: features, tuning, training, evaluation, deploy or report."""
     check_space(space)
@@ -102,6 +105,7 @@ def mlops(
         search_space=space,
         f1_margin=f1_margin,
         class_tolerance=class_tolerance,
+        force=force,
     )
     typer.echo(json.dumps(summary, default=str))
 

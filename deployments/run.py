@@ -165,7 +165,7 @@ def find_triggered_run(
         if time.monotonic() > deadline:
             raise ChainError(
                 f"no run of {MLOPS} was triggered within {timeout_s:.0f} s of '{upstream.name}' "
-                "completing; check the automation 'mlops on dataops Completed' "
+                "completing; check the automation 'mlops on tagifai.snapshot.published' "
                 "(prefect automation ls) and the server log"
             )
         time.sleep(POLL_S)
@@ -239,14 +239,15 @@ class Outcome:
     production: dict[str, Any] | None
 
 
-def read_outcome(settings: Settings, mlops: FlowRun) -> Outcome:
+def read_outcome(settings: Settings, mlops: FlowRun | None) -> Outcome:
     """The decision ``mlops`` recorded (``last_decision.json``) and the production model now."""
     from tagifai.status import collect_status
 
     state = collect_status(settings)
     decision = state.get("last_decision")
     if decision and (
-        mlops.start_time is None
+        mlops is None
+        or mlops.start_time is None
         or datetime.fromisoformat(decision["at"]) < mlops.start_time.replace(microsecond=0)
     ):
         decision = None  # an older decision: this run did not record one
@@ -254,7 +255,11 @@ def read_outcome(settings: Settings, mlops: FlowRun) -> Outcome:
 
 
 def print_outcome(
-    outcome: Outcome, api_url: str, dataops: FlowRun, mlops: FlowRun, mlflow_url: str | None
+    outcome: Outcome,
+    api_url: str,
+    dataops: FlowRun,
+    mlops: FlowRun | None,
+    mlflow_url: str | None,
 ) -> None:
     """The decision, metrics, production version and links."""
     decision, production = outcome.decision, outcome.production
@@ -266,6 +271,8 @@ def print_outcome(
             f"metrics     candidate test F1 {decision['candidate_f1']}"
             + (f", production before {before}" if before is not None else "")
         )
+    elif mlops is None:
+        print("decision    none: no new data, so nothing was trained")
     else:
         print(f"decision    not recorded: see the evaluation report of {mlops.name}")
     if production:
@@ -278,7 +285,8 @@ def print_outcome(
     else:
         print("production  no model in production")
     print(f"dataops run {run_url(api_url, dataops.id)}")
-    print(f"mlops run   {run_url(api_url, mlops.id)}")
+    if mlops is not None:
+        print(f"mlops run   {run_url(api_url, mlops.id)}")
     if mlflow_url:
         version = f"/versions/{production['version']}" if production else ""
         print(f"MLflow      {mlflow_url}/#/models/{MODEL_NAME}{version}")
@@ -288,8 +296,9 @@ def print_outcome(
 
 def run_chain(
     api_url: str, parameters: dict[str, str] | None = None, timeout_s: float = RUN_TIMEOUT_S
-) -> tuple[Followed, Followed]:
-    """Start dataops from its deployment and follow it and the mlops run it triggers.
+) -> tuple[Followed, Followed | None]:
+    """Start dataops from its deployment and follow it and the mlops run it triggers (None
+    when dataops found no new data, which triggers nothing).
 
     Raises:
         ChainError: a deployment is missing, a run failed, the trigger did not fire, or a run
@@ -313,9 +322,16 @@ def run_chain(
         on_state = _print_state("dataops", api_url, started)
         dataops = follow(client, created.id, timeout_s, on_state, "dataops")
         _require_completed("dataops", dataops, api_url)
+        if _final_message(dataops.run).startswith("no new data"):
+            print(
+                f"[{time.monotonic() - started:6.1f}s] trigger  {_final_message(dataops.run)}: "
+                "nothing announced, so no mlops run",
+                flush=True,
+            )
+            return dataops, None
         triggered = find_triggered_run(client, mlops_deployment.id, dataops.run)
         print(
-            f"[{time.monotonic() - started:6.1f}s] trigger  {dataops.run.name} Completed -> "
+            f"[{time.monotonic() - started:6.1f}s] trigger  tagifai.snapshot.published -> "
             f"mlops {triggered.name} created {_gap(dataops.run, triggered)} later, snapshot "
             f"{triggered.parameters.get('snapshot') or 'latest'}",
             flush=True,
@@ -356,17 +372,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"projects_uri": args.projects, "tags_uri": args.tags} if args.projects else None
         )
         dataops, mlops = run_chain(api_url, parameters, args.timeout)
+        trained = f"mlops {mlops.seconds:.1f} s" if mlops else "no mlops (no new data)"
         print(
-            f"done        dataops {dataops.seconds:.1f} s, mlops {mlops.seconds:.1f} s, "
+            f"done        dataops {dataops.seconds:.1f} s, {trained}, "
             f"total {time.monotonic() - started:.1f} s",
             flush=True,
         )
         mlflow = status(settings)["mlflow"]
         print_outcome(
-            read_outcome(settings, mlops.run),
+            read_outcome(settings, mlops.run if mlops else None),
             api_url,
             dataops.run,
-            mlops.run,
+            mlops.run if mlops else None,
             mlflow.url if mlflow.state == "running" else None,
         )
     except PlatformError as error:

@@ -1,5 +1,5 @@
 """DataOps: extract_data >> [validate_projects, validate_tags] >> publish_snapshot
->> compute_features >> cache_to_feature_store.
+>> compute_features >> cache_to_feature_store >> (event) tagifai.snapshot.published.
 
 Each task is a thin wrapper over one :mod:`tagifai.steps` function; retries live in the
 decorators. Settings are read once, when the flow run starts, and passed to every task.
@@ -7,15 +7,17 @@ decorators. Settings are read once, when the flow run starts, and passed to ever
 
 from __future__ import annotations
 
-from prefect import flow, get_client, task
+from prefect import State, flow, get_client, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
 from prefect.runtime import flow_run
+from prefect.states import Completed
 
 from flows.runner import build_task_runner
 from tagifai import steps
 from tagifai.config import SNAPSHOT_LABEL, Settings, get_settings
 from tagifai.errors import DataSourceError
-from tagifai.extract import Snapshot, discard_staged
+from tagifai.extract import Snapshot, discard_staged, is_announced, mark_announced
 from tagifai.features import FeatureSet
 from tagifai.reporting import dataops_markdown, failed_expectation_rows
 from tagifai.store import MaterializeReport
@@ -70,13 +72,13 @@ def cache_to_feature_store(settings: Settings, feature_set: FeatureSet) -> Mater
 
 
 @flow(name="dataops", task_runner=build_task_runner(), log_prints=False)
-def dataops(projects_uri: str | None = None, tags_uri: str | None = None) -> dict[str, object]:
+def dataops(projects_uri: str | None = None, tags_uri: str | None = None) -> object:
     """Extract, validate (projects and tags in parallel), publish, compute features, fill the
-    feature store.
+    feature store, and announce the new snapshot (``tagifai.snapshot.published``).
 
-    Bad data fails the run after validation with every failed expectation named, and
-    before anything is published: the latest snapshot, the features and the online store
-    stay exactly as they were.
+    Data seen before completes at once ("no new data") and announces nothing. Bad data fails
+    the run after validation with every failed expectation named, and before anything is
+    published: the latest snapshot, the features and the online store stay as they were.
     """
     settings = get_settings()
     source = {
@@ -85,11 +87,13 @@ def dataops(projects_uri: str | None = None, tags_uri: str | None = None) -> dic
     }
     # Every task is submitted, so with TAGIFAI_DASK_ADDRESS all of them run on the cluster.
     staged = extract_data.submit(settings, source["projects"], source["tags"]).result()
+    summary: dict[str, object] = {"rows_extracted": staged.projects_rows + staged.tags_rows}
+    if is_announced(settings, staged.id):
+        return no_new_data(settings, staged.id, summary)
     try:
         projects_report = validate_projects.submit(settings, staged)
         tags_reports = validate_tags.submit(settings, staged)
         reports = [projects_report.result(), *tags_reports.result()]
-        summary: dict[str, object] = {"rows_extracted": staged.projects_rows + staged.tags_rows}
         rejected = {"snapshot": f"{staged.id} (rejected, nothing published)"}
         publish_validation(settings, reports, rejected | summary)
         raise_for_failures(reports)
@@ -100,6 +104,7 @@ def dataops(projects_uri: str | None = None, tags_uri: str | None = None) -> dic
     materialized = cache_to_feature_store.submit(settings, feature_set).result()
     summary = {
         "snapshot": snapshot.id,
+        "new_data": True,
         **summary,
         "features_written": feature_set.rows,
         "features_changed": feature_set.changed,
@@ -112,7 +117,28 @@ def dataops(projects_uri: str | None = None, tags_uri: str | None = None) -> dic
         description="What this DataOps run did",
     )
     label_run(snapshot.id)
+    announce(settings, steps.announcement(snapshot, source, feature_set.rows))
     return summary
+
+
+def no_new_data(settings: Settings, snapshot_id: str, summary: dict[str, object]) -> State:
+    """Complete without work: this content was published and announced before."""
+    message = f"no new data: snapshot {snapshot_id} already published"
+    summary = {"snapshot": snapshot_id, "new_data": False, **summary, "message": message}
+    create_markdown_artifact(
+        key="dataops-summary",
+        markdown=dataops_markdown(summary, [], None),
+        description=message,
+    )
+    return Completed(message=message, data=summary)
+
+
+def announce(settings: Settings, event: dict) -> None:
+    """Emit ``tagifai.snapshot.published`` (the mlops trigger), then record that it was: a
+    re-run after a crash in between announces again, and mlops skips what it trained."""
+    emitted = emit_event(**event)
+    record = {**event, "id": str(emitted.id) if emitted else None, "run": str(flow_run.id)}
+    mark_announced(settings, event["payload"]["snapshot_id"], record)
 
 
 def publish_validation(

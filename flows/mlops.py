@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, get_client, get_run_logger, task
+from prefect import State, flow, get_client, get_run_logger, task
 from prefect.artifacts import (
     create_image_artifact,
     create_link_artifact,
@@ -26,6 +26,7 @@ from prefect.artifacts import (
 from prefect.concurrency.sync import concurrency
 from prefect.context import get_run_context
 from prefect.events import emit_event
+from prefect.states import Completed
 
 from flows.runner import build_task_runner
 from tagifai import reporting, steps
@@ -180,7 +181,9 @@ def file_report(settings: Settings, evaluation: Evaluation, reason: str) -> Path
 
 
 @flow(name="decide")
-def decide(evaluation: Evaluation, data_path: Path, rule: ImprovementRule) -> dict[str, object]:
+def decide(
+    evaluation: Evaluation, data_path: Path, rule: ImprovementRule, training_key: str
+) -> dict[str, object]:
     """Run exactly one branch: improved (references, deploy, notify) or regressed (notify,
     report). A subflow is a flow-run edge: it reads its settings itself, so notification
     URLs (secrets) never become parameters stored by the Prefect API."""
@@ -198,7 +201,7 @@ def decide(evaluation: Evaluation, data_path: Path, rule: ImprovementRule) -> di
         notified = notify_teams.submit(settings, "regressed", version, reason)
         report = file_report.submit(settings, evaluation, reason).result()
         notified.result()
-    steps.record_decision(settings, evaluation, deployed)
+    steps.record_decision(settings, evaluation, deployed, training_key)
     outcome = "improved" if deployed else "regressed"
     result: dict[str, object] = {"decision": outcome, "deployed": deployed, "reason": reason}
     return result | ({"report": str(report)} if report else {})
@@ -211,10 +214,19 @@ def mlops(
     search_space: Literal["auto", "default", "weak", "scale"] = "auto",
     f1_margin: float = 0.02,
     class_tolerance: float = 0.10,
-) -> dict[str, object]:
-    """Train, evaluate and (if it improved) deploy a model from the snapshot's features."""
+    force: bool = False,
+) -> object:
+    """Train, evaluate and (if it improved) deploy a model from the snapshot's features.
+
+    A snapshot already trained with the same code and parameters is not trained again
+    (``force=true`` does): a cron or a repeated event on unchanged data costs nothing.
+    """
     settings = get_settings()
     snapshot = snapshot or load_snapshot(settings).id  # the latest; a clear error if none
+    parameters = {"n_trials": n_trials, "search_space": search_space, "f1_margin": f1_margin}
+    key = steps.training_key(snapshot, parameters | {"class_tolerance": class_tolerance})
+    if not force and (done := steps.already_trained(settings, key)):
+        return nothing_to_do(snapshot, done.version)
     rule = ImprovementRule(f1_margin=f1_margin, class_tolerance=class_tolerance)
     # Every task is submitted, so with TAGIFAI_DASK_ADDRESS all of them run on the cluster.
     data_path = extract_features.submit(settings, snapshot).result()
@@ -235,7 +247,7 @@ def mlops(
         params = summarize_study.submit(settings, study_name).result().best_params
     trained = train_model.submit(settings, data_path, params, snapshot).result()
     evaluation = evaluate_model.submit(settings, data_path, trained.version, rule).result()
-    outcome = decide(evaluation, data_path, rule)
+    outcome = decide(evaluation, data_path, rule, key)
     return {
         "snapshot": snapshot,
         "version": trained.version,
@@ -243,6 +255,18 @@ def mlops(
         "test_f1": round(evaluation.candidate.f1, 4),
         **outcome,
     }
+
+
+def nothing_to_do(snapshot: str, version: int) -> State:
+    """Complete without work: this snapshot was trained with the same code and parameters."""
+    message = (
+        f"nothing to do: snapshot {snapshot} was trained as v{version} with the same code "
+        "and parameters (force=true trains again)"
+    )
+    return Completed(
+        message=message,
+        data={"snapshot": snapshot, "version": version, "decision": "skipped", "reason": message},
+    )
 
 
 if __name__ == "__main__":

@@ -135,9 +135,11 @@ class Snapshot:
         return self.path / "tags.parquet"
 
 
-def stage_tables(settings: Settings, projects: pd.DataFrame, tags: pd.DataFrame) -> Snapshot:
+def stage_tables(
+    settings: Settings, projects: pd.DataFrame, tags: pd.DataFrame, snapshot_id: str | None = None
+) -> Snapshot:
     """Write both tables to a scratch folder named by their content (not yet a snapshot)."""
-    snapshot_id = content_id(projects, tags)
+    snapshot_id = snapshot_id or content_id(projects, tags)
     staging = settings.stores_dir / "staging" / snapshot_id
     staging.mkdir(parents=True, exist_ok=True)
     projects.to_parquet(staging / "projects.parquet", index=False)
@@ -171,6 +173,26 @@ def publish_snapshot(settings: Settings, staged: Snapshot, source: dict[str, str
 def discard_staged(staged: Snapshot) -> None:
     if staged.path.parent.name == "staging":
         shutil.rmtree(staged.path, ignore_errors=True)
+
+
+def is_published(settings: Settings, snapshot_id: str) -> bool:
+    """Whether snapshot ``snapshot_id`` exists (its manifest is written before it appears)."""
+    return (settings.snapshots_dir / snapshot_id / "manifest.json").is_file()
+
+
+def announcement_path(settings: Settings, snapshot_id: str) -> Path:
+    """Where the record of the ``tagifai.snapshot.published`` event for a snapshot lives."""
+    return settings.stores_dir / "events" / "snapshot-published" / f"{snapshot_id}.json"
+
+
+def is_announced(settings: Settings, snapshot_id: str) -> bool:
+    """Whether a run already announced this snapshot: the same data is announced once."""
+    return announcement_path(settings, snapshot_id).is_file()
+
+
+def mark_announced(settings: Settings, snapshot_id: str, event: dict[str, object]) -> Path:
+    """Record that the snapshot was announced, and with which event."""
+    return files.write_json(announcement_path(settings, snapshot_id), event)
 
 
 def latest_snapshot_id(settings: Settings) -> str | None:

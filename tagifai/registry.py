@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -221,3 +222,21 @@ def set_production(settings: Settings, version: int) -> int | None:
     client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, str(version))
     logger.info("production: %s -> %d", previous.version if previous else None, version)
     return previous.version if previous else None
+
+
+def tag_version(settings: Settings, version: int, tags: dict[str, str]) -> None:
+    """Set tags on a registered version."""
+    client = connect(settings)
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, str(version), key, value)
+
+
+def find_version(settings: Settings, tag: str, value: str) -> ModelVersion | None:
+    """The newest registered version whose tag ``tag`` is ``value`` (None if there is none)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", tag + value):  # values go into a filter string
+        raise ValueError(f"tag and value must be plain identifiers, not {tag!r}={value!r}")
+    client = connect(settings)
+    found = client.search_model_versions(f"name='{MODEL_NAME}' and tags.{tag}='{value}'")
+    if not found:
+        return None
+    return get_version(settings, max(int(v.version) for v in found))

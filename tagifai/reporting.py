@@ -165,10 +165,12 @@ def dataops_markdown(
     """The DataOps run: its figures, each suite's expectations, the Data Docs link."""
     lines = ["## DataOps run", "", "| | |", "|---|---|"]
     lines += [f"| {key.replace('_', ' ')} | {value} |" for key, value in summary.items()]
-    lines += ["", "| suite | rows | expectations passed | failed |", "|---|---:|---:|---:|"]
-    lines += [
+    suites = [
         f"| {r.suite} | {r.rows} | {r.passed}/{r.evaluated} | {len(r.failures)} |" for r in reports
     ]
+    if suites:
+        lines += ["", "| suite | rows | expectations passed | failed |", "|---|---:|---:|---:|"]
+        lines += suites
     if docs_url:
         lines += ["", f"[Data Docs]({docs_url})"]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ MLOps:    extract_features >> tune_batch (xN) >> summarize_study >> train_model
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -47,10 +48,14 @@ TRAINING_COLUMNS: tuple[str, ...] = ("id", "event_timestamp", "text", "tag")
 
 
 def extract_data(settings: Settings, projects_uri: str, tags_uri: str) -> Snapshot:
-    """Read both source tables and stage them under their content id (not yet published)."""
+    """Read both source tables; stage them under their content id, or, when that content
+    was published before, return the published snapshot (nothing is written)."""
     projects = extract.read_table(projects_uri, "projects")
     tags = extract.read_table(tags_uri, "tags")
-    return extract.stage_tables(settings, projects, tags)
+    snapshot_id = extract.content_id(projects, tags)
+    if extract.is_published(settings, snapshot_id):
+        return extract.load_snapshot(settings, snapshot_id)
+    return extract.stage_tables(settings, projects, tags, snapshot_id)
 
 
 def validate_projects(settings: Settings, staged: Snapshot) -> ValidationReport:
@@ -84,6 +89,24 @@ def cache_to_feature_store(settings: Settings, feature_set: FeatureSet) -> Mater
 
     store.apply_definitions(settings)
     return store.materialize_features(settings, expected_rows=feature_set.rows)
+
+
+def announcement(snapshot: Snapshot, source: dict[str, str], features_rows: int) -> dict:
+    """The ``tagifai.snapshot.published`` event for a newly published snapshot."""
+    return {
+        "event": "tagifai.snapshot.published",
+        "resource": {
+            "prefect.resource.id": f"tagifai.snapshot.{snapshot.id}",
+            "prefect.resource.name": f"snapshot {snapshot.id}",
+        },
+        "payload": {
+            "snapshot_id": snapshot.id,
+            "projects_rows": snapshot.projects_rows,
+            "tags_rows": snapshot.tags_rows,
+            "labelled_rows": features_rows,
+            "source": source,
+        },
+    }
 
 
 # --- MLOps: data and tuning ------------------------------------------------------------------
@@ -335,8 +358,43 @@ def file_report(settings: Settings, evaluation: Evaluation, reason: str) -> Path
     )
 
 
-def record_decision(settings: Settings, evaluation: Evaluation, deployed: bool) -> Path:
-    """Keep the last decision (for ``tagifai status``) under ``stores/reports``."""
+def training_key(snapshot_id: str, parameters: dict[str, object]) -> str:
+    """What makes two trainings the same: the snapshot, the run's parameters and the code of
+    the library (a change to any of them is worth a new model)."""
+    import hashlib
+    import json
+
+    identity = {"snapshot": snapshot_id, "parameters": parameters, "code": code_fingerprint()}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the library's source files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def already_trained(settings: Settings, key: str) -> registry.ModelVersion | None:
+    """The version a finished run with this training key registered, if any."""
+    return registry.find_version(settings, "training_key", key)
+
+
+def record_decision(
+    settings: Settings, evaluation: Evaluation, deployed: bool, key: str | None = None
+) -> Path:
+    """Keep the last decision (for ``tagifai status``) under ``stores/reports``, and tag the
+    candidate with it (and with its training key: the run is done, a re-run may skip)."""
+    tags = {"decision": "deployed" if deployed else "not deployed"}
+    registry.tag_version(
+        settings, evaluation.candidate_version, tags | ({"training_key": key} if key else {})
+    )
     production_f1 = evaluation.production.f1 if evaluation.production else None
     record = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -68,16 +68,57 @@ def test_artifacts_tell_the_story(dataops_done):
     assert "failed-expectations" not in by_key
 
 
-def test_rerun_on_unchanged_data_is_a_no_op(stores_copy):
+def test_rerun_on_unchanged_data_is_a_no_op(stores_copy, dataops_done):
     from flows.dataops import dataops
 
-    before = tree_digest(stores_copy.snapshots_dir) | tree_digest(stores_copy.features_dir)
+    before = tree_digest(stores_copy.stores_dir)
     state = dataops(return_state=True)
     assert state.is_completed(), state.message
-    assert state.result()["features_changed"] is False
-    after = tree_digest(stores_copy.snapshots_dir) | tree_digest(stores_copy.features_dir)
-    assert after == before
-    assert store.count_online_rows(stores_copy) == 764
+    snapshot = dataops_done[1].result()["snapshot"]
+    assert state.message == f"no new data: snapshot {snapshot} already published"
+    assert state.result()["new_data"] is False
+    after = tree_digest(stores_copy.stores_dir)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert not {k for k in changed if not k.startswith("prefect/")}, changed
+    assert "no new data" in flow_run_artifacts(state)["dataops-summary"].data
+    assert [e.id for e in published_events(snapshot)] == [announced_event_id(stores_copy, snapshot)]
+
+
+def published_events(snapshot_id: str) -> list:
+    """The ``tagifai.snapshot.published`` events the API holds for a snapshot."""
+    import time
+
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    time.sleep(2)  # events reach the API shortly after they are emitted
+    event_filter = EventFilter(
+        event=EventNameFilter(name=["tagifai.snapshot.published"]),
+        resource=EventResourceFilter(id=[f"tagifai.snapshot.{snapshot_id}"]),
+    )
+    with get_client(sync_client=True) as client:
+        return list(client.read_events(event_filter, limit=50).events)
+
+
+def announced_event_id(settings, snapshot_id: str):
+    import json
+    import uuid
+
+    from tagifai.extract import announcement_path
+
+    return uuid.UUID(json.loads(announcement_path(settings, snapshot_id).read_text())["id"])
+
+
+def test_a_new_snapshot_is_announced_once(dataops_done):
+    settings, state = dataops_done
+    summary = state.result()
+    assert summary["new_data"] is True
+    (event,) = published_events(summary["snapshot"])
+    assert event.id == announced_event_id(settings, summary["snapshot"])
+    assert event.payload["snapshot_id"] == summary["snapshot"]
+    assert event.payload["labelled_rows"] == 764
+    assert event.payload["source"]["projects"].endswith("data/raw/projects.csv")
+    assert event.related[0]["prefect.resource.id"].startswith("prefect.flow-run.")
 
 
 def _write_projects(tmp_path, mutate):

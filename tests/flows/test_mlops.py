@@ -148,7 +148,9 @@ def test_two_runs_at_once_deploy_one_after_the_other(stores_copy):
 
     states: list = []
     threads = [
-        threading.Thread(target=lambda: states.append(mlops(n_trials=0, return_state=True)))
+        threading.Thread(
+            target=lambda: states.append(mlops(n_trials=0, force=True, return_state=True))
+        )
         for _ in range(2)
     ]
     for thread in threads:
@@ -162,6 +164,22 @@ def test_two_runs_at_once_deploy_one_after_the_other(stores_copy):
     with get_client(sync_client=True) as client:
         lock = client.read_global_concurrency_limit_by_name("tagifai-deploy")
     assert lock.limit == 1 and lock.active_slots == 0  # held by each deploy, then released
+
+
+def test_a_trained_snapshot_is_not_trained_again_unless_forced(first_and_regressed):
+    from flows.mlops import mlops
+    from tests.flows.conftest import flow_environment
+
+    settings, first, _, _ = first_and_regressed
+    with flow_environment(settings.stores_dir):
+        again = mlops(n_trials=4, return_state=True)
+        assert again.is_completed(), again.message
+        assert again.message.startswith(f"nothing to do: snapshot {first.result()['snapshot']}")
+        assert again.result()["decision"] == "skipped" and again.result()["version"] == 1
+        versions = registry.connect(settings).search_model_versions("name='tagifai'")
+        latest = max(int(v.version) for v in versions)
+        forced = mlops(n_trials=0, force=True, return_state=True).result()
+    assert forced["version"] == latest + 1
 
 
 def test_deploy_waits_for_the_global_deploy_lock(stores_copy):

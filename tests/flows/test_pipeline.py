@@ -30,6 +30,21 @@ def test_pipeline_runs_both_flows_on_one_snapshot(prefect_api, tmp_path, monkeyp
     assert store.count_online_rows(settings) == data["features_written"]
     assert registry.get_version(settings, model["version"]).snapshot_id == data["snapshot"]
 
+    # The same data again: dataops finds nothing new, mlops finds nothing to train.
+    again = CliRunner().invoke(app, ["pipeline", "--trials", "2"])
+    assert again.exit_code == 0, again.output
+    repeat = json.loads(again.stdout.strip().splitlines()[-1])
+    assert repeat["dataops"]["new_data"] is False
+    assert (
+        repeat["dataops"]["message"]
+        == f"no new data: snapshot {data['snapshot']} already published"
+    )
+    assert (
+        repeat["mlops"]["decision"] == "skipped" and repeat["mlops"]["version"] == model["version"]
+    )
+    assert registry.get_version(settings).version == model["version"]
+    assert registry.get_version(settings, model["version"] + 1) is None  # no new version
+
 
 def test_pipeline_refuses_an_unknown_space_before_running_anything(tmp_path, monkeypatch):
     monkeypatch.setenv("TAGIFAI_STORES_DIR", str(tmp_path / "stores"))
