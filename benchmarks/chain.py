@@ -14,6 +14,7 @@ import argparse
 import re
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 NAME = "chain"
@@ -83,8 +84,13 @@ def run(args: argparse.Namespace) -> Any:
         ).check()
         result.add_command(plain)
         real = []
-        for _ in range(args.chain_repeat):
-            real.append(run_chain(result, platform, env, "dataops", "mlops", sample=True))
+        for repetition in range(args.chain_repeat):
+            # New data each time: dataops announces (and mlops trains) only what it has not
+            # seen, so a repeat on the same tables would end at "no new data".
+            data = fresh_data(base / f"data-{repetition}", drop=repetition)
+            real.append(
+                run_chain(result, platform, env, "dataops", "mlops", sample=True, data=data)
+            )
         time.sleep(SETTLE_SECONDS)
         rest_after = measure_rest(platform, ("server", "worker", "webhook"))
         platform.up(["mlflow"])
@@ -246,8 +252,10 @@ def run_chain(
     upstream_flow: str,
     downstream_flow: str,
     sample: bool = False,
+    data: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``prefect deployment run <upstream>/<upstream>``, then follow the run the trigger starts."""
+    """``prefect deployment run <upstream>/<upstream>`` (with ``data`` as its ``--param``s),
+    then follow the run the trigger starts."""
     from benchmarks import prefect_api
     from benchmarks.common import MB, TreeSampler, python, run_measured, wait_for_quiet
 
@@ -262,7 +270,18 @@ def run_chain(
         wait_for_quiet(f"{upstream_flow} chain", exclude=pids)
         triggered_at = time.monotonic()
         cli_run = run_measured(
-            python("-m", "prefect", "deployment", "run", f"{upstream_flow}/{upstream_flow}"),
+            python(
+                "-m",
+                "prefect",
+                "deployment",
+                "run",
+                f"{upstream_flow}/{upstream_flow}",
+                *(
+                    arg
+                    for key, value in (data or {}).items()
+                    for arg in ("--param", f"{key}={value}")
+                ),
+            ),
             env,
             quiet=False,
         ).check()
@@ -311,6 +330,24 @@ def run_chain(
         chain["platform_peak_mb"] = round(sampler.peak / MB)
     print(f"    chain {chain['chain']}: {chain['latency_s']:.1f} s", flush=True)
     return chain
+
+
+def fresh_data(directory: Path, drop: int) -> dict[str, str]:
+    """The shipped tables less one labelled project: data dataops has not seen yet."""
+    import pandas as pd
+
+    from tagifai.config import SHIPPED_DATA_DIR
+
+    directory.mkdir(parents=True, exist_ok=True)
+    projects = pd.read_csv(SHIPPED_DATA_DIR / "projects.csv", dtype=str)
+    tags = pd.read_csv(SHIPPED_DATA_DIR / "tags.csv", dtype=str)
+    dropped = tags["id"].iloc[drop]
+    projects[projects["id"] != dropped].to_csv(directory / "projects.csv", index=False)
+    tags[tags["id"] != dropped].to_csv(directory / "tags.csv", index=False)
+    return {
+        "projects_uri": str(directory / "projects.csv"),
+        "tags_uri": str(directory / "tags.csv"),
+    }
 
 
 def _wait_final(api: str, run_id: str, started: float) -> dict[str, Any]:

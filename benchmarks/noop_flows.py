@@ -4,8 +4,9 @@
 
 ``noop-dataops`` and ``noop-mlops`` take the real flows' parameters and do nothing. They are
 deployed from this checkout to the same process pool as ``prefect.yaml``'s deployments, with
-the same trigger shape: ``noop-mlops`` runs on every ``prefect.flow-run.Completed`` event of a
-flow named ``noop-dataops``, with the ``snapshot`` parameter templated from the run's labels.
+the same trigger shape: ``noop-dataops`` ends by emitting an event, as dataops emits
+``tagifai.snapshot.published``, and ``noop-mlops`` runs on it with the ``snapshot`` parameter
+templated from the event's payload.
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from prefect import flow
 from tagifai.config import REPO_ROOT
 
 POOL = "tagifai"
-SNAPSHOT_TEMPLATE = "{{ flow_run.labels.get('tagifai.snapshot') }}"
+EVENT = "noop.snapshot.published"
+SNAPSHOT_TEMPLATE = "{{ event.payload.snapshot_id }}"
 
 
 @flow(name="noop-dataops")
 def noop_dataops(projects_uri: str = "", tags_uri: str = "") -> dict[str, object]:
-    """Nothing: the cost of a deployed flow run that does no work."""
+    """Nothing but the event: the cost of a deployed flow run that does no work."""
+    from prefect.events import emit_event
+
+    emit_event(
+        EVENT, resource={"prefect.resource.id": "noop.snapshot.0"}, payload={"snapshot_id": "0"}
+    )
     return {"projects_uri": projects_uri, "tags_uri": tags_uri}
 
 
@@ -28,7 +35,7 @@ def noop_dataops(projects_uri: str = "", tags_uri: str = "") -> dict[str, object
 def noop_mlops(
     snapshot: str | None = None, n_trials: int = 20, search_space: str = "default"
 ) -> dict[str, object]:
-    """Nothing, started by the trigger on noop-dataops' Completed event."""
+    """Nothing, started by the trigger on noop-dataops' event."""
     return {"snapshot": snapshot, "n_trials": n_trials, "search_space": search_space}
 
 
@@ -40,11 +47,10 @@ def deploy(pool: str = POOL) -> list[str]:
     dataops = noop_dataops.from_source(source=str(REPO_ROOT), entrypoint=f"{entry}:noop_dataops")
     mlops = noop_mlops.from_source(source=str(REPO_ROOT), entrypoint=f"{entry}:noop_mlops")
     trigger = DeploymentEventTrigger(
-        name="noop-mlops on noop-dataops Completed",
+        name=f"noop-mlops on {EVENT}",
         enabled=True,
-        match={"prefect.resource.id": "prefect.flow-run.*"},
-        match_related={"prefect.resource.role": "flow", "prefect.resource.name": "noop-dataops"},
-        expect={"prefect.flow-run.Completed"},
+        match={"prefect.resource.id": "noop.snapshot.*"},
+        expect={EVENT},
         parameters={"snapshot": SNAPSHOT_TEMPLATE},
     )
     ids = [

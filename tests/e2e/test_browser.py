@@ -89,7 +89,7 @@ def test_prefect_ui_shows_both_runs_and_their_artifacts(pipeline: Pipeline, tmp_
 
             page.goto(pipeline.run_links["mlops"])
             # Where the run came from: the automation prefect.yaml's trigger created.
-            expect(page.get_by_text("mlops on dataops Completed").first).to_be_visible()
+            expect(page.get_by_text("mlops on tagifai.snapshot.published").first).to_be_visible()
             page.get_by_text("Artifacts", exact=True).click()
             for key in ("evaluation-report", "confusion-matrix", "optuna-best-trial"):
                 expect(page.get_by_text(key, exact=True).first).to_be_visible()

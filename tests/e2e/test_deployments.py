@@ -175,13 +175,11 @@ def test_prefect_yaml_deploys_schedules_triggers_and_limits(deployed: Deployed) 
     data_arrived = automations["dataops on tagifai.data.arrived"]
     assert data_arrived.trigger.expect == {"tagifai.data.arrived"}
     assert data_arrived.actions[0].deployment_id == dataops.id
-    completed = automations["mlops on dataops Completed"]
-    assert completed.trigger.expect == {"prefect.flow-run.Completed"}
-    assert completed.trigger.match_related.model_dump() == {
-        "prefect.resource.role": "flow",
-        "prefect.resource.name": "dataops",
-    }
-    assert completed.actions[0].deployment_id == mlops.id
+    published = automations["mlops on tagifai.snapshot.published"]
+    assert published.trigger.expect == {"tagifai.snapshot.published"}
+    assert published.trigger.match.model_dump() == {"prefect.resource.id": "tagifai.snapshot.*"}
+    assert published.actions[0].deployment_id == mlops.id
+    assert published.actions[0].parameters == {"snapshot": "{{ event.payload.snapshot_id }}"}
 
 
 def test_cli_run_of_dataops_triggers_mlops_on_its_snapshot(deployed: Deployed) -> None:
@@ -213,7 +211,7 @@ def test_cli_run_of_dataops_triggers_mlops_on_its_snapshot(deployed: Deployed) -
     # with the deployment's (lowered) defaults for everything else.
     assert triggered.created_by is not None
     assert triggered.created_by.type == "AUTOMATION"
-    assert triggered.created_by.display_value == "mlops on dataops Completed"
+    assert triggered.created_by.display_value == "mlops on tagifai.snapshot.published"
     snapshot = latest_snapshot_id(deployed.settings)
     assert dataops.run.labels.get(SNAPSHOT_LABEL) == snapshot
     assert triggered.parameters == {
