@@ -236,21 +236,29 @@ def _sensor_source(entry: str, name: str) -> SensorSource:
         return LandingDir(Path(entry).expanduser().resolve())
     if scheme == "file":
         return LandingDir(Path(unquote(urlsplit(entry).path)).resolve())
+    shown = _without_password(entry)  # messages never echo a password
     if scheme == "s3":
-        raise ConfigError(f"{name}: S3 prefixes are not supported yet ({entry!r})")
+        raise ConfigError(f"{name}: S3 prefixes are not supported yet ({shown!r})")
     if scheme.split("+", 1)[0] not in _SQL_DIALECTS:
         raise ConfigError(
-            f"{name}: {entry!r} is neither a directory nor a sqlite:// or postgresql:// URL"
+            f"{name}: {shown!r} is neither a directory nor a sqlite:// or postgresql:// URL"
         )
     url, _, fragment = entry.partition("#")
+    if shown != entry:
+        raise ConfigError(f"{name}: {shown!r} carries a password; use PGPASSFILE instead")
     tables = fragment.split(",") if fragment else ["projects", "tags"]
     if len(tables) != 2 or not all(_TABLE_NAME.match(t.strip()) for t in tables):
         raise ConfigError(f"{name}: {entry!r} must end in #<projects_table>,<tags_table>")
-    if urlsplit(url).password is not None:
-        raise ConfigError(f"{name}: {scheme} URL carries a password; use PGPASSFILE instead")
     if scheme.startswith("sqlite"):
         url = _absolute_sqlite_url(url, scheme, name)
     return SqlTables(url, tables[0].strip(), tables[1].strip())
+
+
+def _without_password(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _absolute_sqlite_url(url: str, scheme: str, name: str) -> str:

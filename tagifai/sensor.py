@@ -20,21 +20,24 @@ Sources:
   The second rule cannot tell a writer that pauses for longer than the sensor's interval from
   one that finished: such writers must write the marker, or write elsewhere and rename the
   finished folder into the landing directory (a rename is atomic).
-* **SQL table pair** (``sqlite:///w.db``, ``postgresql+psycopg://host/db``). Each look runs one
-  cheap query per table: row count, ``max(id)`` and, for projects, ``max(created_on)``. A
-  changed signature is read (once) only when it is the same on two consecutive looks, so a
-  loader that commits projects and tags separately, or in chunks, is seen when it is done.
-  In-place updates that keep counts and maxima are not noticed; a team that needs them adds
-  an ``updated_at`` column or a database-specific checksum to this signature.
+* **SQL table pair** (``sqlite:///w.db``, ``postgresql+psycopg://host/db``). Each look runs
+  cheap aggregates: row count and ``max(id)`` of both tables, ``max(created_on)`` of projects
+  (index lookups where the warehouse has the usual indexes, a scan inside the database where
+  it has none). A changed signature is read (once) only when it is the same on two
+  consecutive looks, so a loader that commits projects and tags separately, or in chunks, is
+  seen when it is done. In-place updates that keep counts and maxima are not noticed; a team
+  that needs them adds an ``updated_at`` column or a database-specific checksum here.
 * **S3 prefixes** are the next source: the same batch-folder layout and ``_SUCCESS`` marker
   under ``s3://bucket/prefix/``, with ETags and sizes from ``ListObjectsV2`` as the cheap
   signature. Not implemented yet (``TAGIFAI_SENSOR_SOURCES`` refuses ``s3://``).
 
 The **batch id** is :func:`tagifai.extract.content_id` of the tables as ``read_table`` returns
 them: the snapshot id the DataOps flow will compute. The same content arriving twice (another
-folder, the SQL source, the webhook) is therefore one batch. The tables are read only when a
-cheap signature says a complete batch is new, and the signature is taken again after the
-read, so a batch that changed while being read waits for the next tick.
+folder, another format, the SQL source; the webhook too, once it claims under this id) is
+therefore one batch. The tables are read only when a cheap signature says a complete batch is
+new, and the signature is taken again after the read, so a batch that changed while being
+read waits for the next tick. (A SQL source is read again by the flow: rows added in between
+give that run a newer snapshot, and the sensor a new batch on a later tick.)
 
 State, under ``Settings.sensor_dir`` (``stores/sensor/``):
 
@@ -45,7 +48,11 @@ State, under ``Settings.sensor_dir`` (``stores/sensor/``):
 * ``ledger.db``, SQLite: one row per emitted batch id (``UNIQUE``). :func:`claim_batch` is the
   one way to emit, for this sensor and for the webhook receiver alike: whoever inserts the row
   emits; everyone else sees a duplicate. A failed emit releases its claim, and its cursor
-  keeps ``done`` unchanged, so the next tick tries again.
+  keeps ``done`` unchanged, so the next tick tries again. A process killed between its claim
+  and the end of its emit leaves the claim behind (at most once, never twice): that batch is
+  re-sent by hand (``release_batch``, then the webhook). SQLite's locks hold across the
+  processes of one machine, not over a network file system; a sensor spread over machines
+  needs the ledger in PostgreSQL.
 
 A no-change tick stats files and runs the cheap queries: it imports neither pandas nor any
 heavy library (reading a batch imports pandas; nothing here imports Prefect).
@@ -305,7 +312,12 @@ def look_batch_folder(folder: Path) -> Look:
 
 
 def look_tables(source: SqlTables) -> Look:
-    """Row counts and maxima of both tables, in one transaction (no table is read).
+    """Row counts and maxima of both tables (no table is read into Python).
+
+    One statement (one round trip) of five scalar subqueries, one aggregate each: a database
+    answers ``count(*)`` from its smallest index and a lone ``max(col)`` from an index on
+    ``col`` in a few page reads; without indexes each is a scan inside the database
+    (``benchmarks/sensor.py`` measures both).
 
     Raises:
         DataSourceError: the database or a table cannot be queried.
@@ -318,23 +330,28 @@ def look_tables(source: SqlTables) -> Look:
         raise DataSourceError(f"no database file {url.database}")
     projects = sa.table(source.projects_table, sa.column("id"), sa.column("created_on"))
     tags = sa.table(source.tags_table, sa.column("id"))
+    aggregates = sa.select(
+        *(
+            query.scalar_subquery()
+            for query in (
+                sa.select(sa.func.count()).select_from(projects),
+                sa.select(sa.func.max(projects.c.id)),
+                sa.select(sa.func.max(projects.c.created_on)),
+                sa.select(sa.func.count()).select_from(tags),
+                sa.select(sa.func.max(tags.c.id)),
+            )
+        )
+    )
     try:
         with _engine(source.url).connect() as connection:
-            p = connection.execute(
-                sa.select(sa.func.count(), sa.func.max(projects.c.id))
-                .add_columns(sa.func.max(projects.c.created_on))
-                .select_from(projects)
-            ).one()
-            t = connection.execute(
-                sa.select(sa.func.count(), sa.func.max(tags.c.id)).select_from(tags)
-            ).one()
+            p_rows, p_id, p_created, t_rows, t_id = connection.execute(aggregates).one()
     except sa.exc.SQLAlchemyError as error:
         first = str(error).splitlines()[0]
         raise DataSourceError(f"cannot query the tables: {first}") from None
     missing = tuple(
-        f"rows in {table}" for table, row in (("projects", p), ("tags", t)) if row[0] == 0
+        f"rows in {name}" for name, rows in (("projects", p_rows), ("tags", t_rows)) if not rows
     )
-    signature = f"projects:{p[0]}:{p[1]}:{p[2]}|tags:{t[0]}:{t[1]}"
+    signature = f"projects:{p_rows}:{p_id}:{p_created}|tags:{t_rows}:{t_id}"
     return Look(signature, missing, False, source.projects_uri, source.tags_uri)
 
 

@@ -274,9 +274,7 @@ def test_rows_appended_to_the_tables_are_emitted_once(settings, tmp_path, shippe
     assert emit.notices[1].batch_id == content_id(*tables(shipped, 0, 130))
 
 
-def test_tables_and_files_with_the_same_content_are_one_batch(
-    settings, tmp_path, landing, shipped
-):
+def test_tables_and_files_with_the_same_content_are_one_batch(settings, tmp_path, landing, shipped):
     projects, tags = tables(shipped, 0, 50)
     source = make_db(tmp_path / "warehouse.db", projects, tags)
     write_batch(landing.path / "export", projects, tags, marker=True)
@@ -455,6 +453,8 @@ def test_sensor_sources_are_parsed_into_typed_values(tmp_path, monkeypatch):
         ("sqlite:///w.db#projects,tags,more", r"must end in #<projects_table>"),
         ("sqlite:///w.db#projects,ta gs", r"must end in #<projects_table>"),
         ("postgresql://me:secret@h/db", "carries a password; use PGPASSFILE"),
+        ("postgresql://me:secret@h/db#bad-table", r"'postgresql://me:\*\*\*@h/db#bad-table'"),
+        ("mysql://me:secret@h/db", "'mysql://me:[*]{3}@h/db' is neither"),
         ("sqlite://", "SQLite sources must be sqlite:///path/to/file.db"),
         ("sqlite:///:memory:", "SQLite sources must be"),
         (" ; ;", "lists no source"),
