@@ -8,8 +8,10 @@ Every piece of runtime state lives under one directory, ``stores/`` by default
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from tagifai.errors import ConfigError
 
@@ -25,6 +27,42 @@ SEED = 42
 SNAPSHOT_LABEL = "tagifai.snapshot"
 # Optuna search spaces by name ("auto" resolves to one of the others by data size).
 SEARCH_SPACES: tuple[str, ...] = ("auto", "default", "weak", "scale")
+DEFAULT_LANDING_DIR = REPO_ROOT / "data" / "landing"
+
+
+@dataclass(frozen=True)
+class LandingDir:
+    """A sensor source: a folder of batch folders (see :mod:`tagifai.sensor`)."""
+
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"landing:{self.path}"
+
+
+@dataclass(frozen=True)
+class SqlTables:
+    """A sensor source: a projects table and a tags table in one database (SQLAlchemy URL)."""
+
+    url: str
+    projects_table: str = "projects"
+    tags_table: str = "tags"
+
+    @property
+    def projects_uri(self) -> str:
+        return f"{self.url}#{self.projects_table}"
+
+    @property
+    def tags_uri(self) -> str:
+        return f"{self.url}#{self.tags_table}"
+
+    @property
+    def label(self) -> str:
+        return f"sql:{self.url}#{self.projects_table},{self.tags_table}"
+
+
+SensorSource = LandingDir | SqlTables
 
 
 @dataclass(frozen=True)
@@ -53,6 +91,8 @@ class Settings:
     max_tune_rows: int = 50_000
     max_cv_rows: int = 100_000
     scale_rows: int = 200_000
+    # What the data-arrival sensor watches (TAGIFAI_SENSOR_SOURCES).
+    sensor_sources: tuple[SensorSource, ...] = (LandingDir(DEFAULT_LANDING_DIR),)
 
     @property
     def tune_batches(self) -> int:
@@ -107,6 +147,10 @@ class Settings:
         return self.stores_dir / "prefect"
 
     @property
+    def sensor_dir(self) -> Path:
+        return self.stores_dir / "sensor"
+
+    @property
     def projects_csv(self) -> Path:
         return self.data_dir / "projects.csv"
 
@@ -142,6 +186,7 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         max_tune_rows=_int(env, "TAGIFAI_MAX_TUNE_ROWS", 50_000),
         max_cv_rows=_int(env, "TAGIFAI_MAX_CV_ROWS", 100_000),
         scale_rows=_int(env, "TAGIFAI_SCALE_ROWS", 200_000),
+        sensor_sources=parse_sensor_sources(env.get("TAGIFAI_SENSOR_SOURCES") or ""),
     )
 
 
@@ -169,3 +214,75 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     if raw not in _TRUE | _FALSE:
         raise ConfigError(f"{name} must be one of true/false/1/0/yes/no, not {raw!r}")
     return raw in _TRUE
+
+
+_SQL_DIALECTS = {"sqlite", "postgresql"}
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def parse_sensor_sources(
+    raw: str, name: str = "TAGIFAI_SENSOR_SOURCES"
+) -> tuple[SensorSource, ...]:
+    """Parse ``;``-separated sensor sources; empty means the default landing directory.
+
+    Each entry is a landing directory (a path or ``file://`` URI; relative to the working
+    directory) or a SQLAlchemy URL of a database holding both tables, ``sqlite:///w.db`` or
+    ``postgresql+psycopg://host/db``, optionally naming them: ``<url>#<projects>,<tags>``
+    (default ``#projects,tags``). Entries are split on ``;`` because PostgreSQL URLs may
+    hold commas (several hosts). Passwords are refused: the URIs travel in Prefect events
+    and flow-run parameters, so credentials come from the environment (``PGPASSFILE``).
+
+    Raises:
+        ConfigError: an unknown scheme (S3 is not supported yet), a URL with a password,
+            bad table names, an in-memory SQLite database, or an entry listed twice.
+    """
+    entries = [entry.strip() for entry in raw.split(";") if entry.strip()]
+    if not raw.strip():
+        return (LandingDir(DEFAULT_LANDING_DIR),)
+    if not entries:
+        raise ConfigError(f"{name} lists no source: {raw!r}")
+    sources = tuple(_sensor_source(entry, name) for entry in entries)
+    repeated = sorted({s.label for s in sources if sources.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{name} lists {repeated[0]} more than once")
+    return sources
+
+
+def _sensor_source(entry: str, name: str) -> SensorSource:
+    scheme = entry.split("://", 1)[0].lower() if "://" in entry else ""
+    if not scheme:
+        return LandingDir(Path(entry).expanduser().resolve())
+    if scheme == "file":
+        return LandingDir(Path(unquote(urlsplit(entry).path)).resolve())
+    shown = _without_password(entry)  # messages never echo a password
+    if scheme == "s3":
+        raise ConfigError(f"{name}: S3 prefixes are not supported yet ({shown!r})")
+    if scheme.split("+", 1)[0] not in _SQL_DIALECTS:
+        raise ConfigError(
+            f"{name}: {shown!r} is neither a directory nor a sqlite:// or postgresql:// URL"
+        )
+    url, _, fragment = entry.partition("#")
+    if shown != entry:
+        raise ConfigError(f"{name}: {shown!r} carries a password; use PGPASSFILE instead")
+    tables = fragment.split(",") if fragment else ["projects", "tags"]
+    if len(tables) != 2 or not all(_TABLE_NAME.match(t.strip()) for t in tables):
+        raise ConfigError(f"{name}: {entry!r} must end in #<projects_table>,<tags_table>")
+    if scheme.startswith("sqlite"):
+        url = _absolute_sqlite_url(url, scheme, name)
+    return SqlTables(url, tables[0].strip(), tables[1].strip())
+
+
+def _without_password(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def _absolute_sqlite_url(url: str, scheme: str, name: str) -> str:
+    # The flow run reads the same URI from another working directory: make the path absolute.
+    prefix = url[: len(scheme)] + ":///"
+    database = url[len(prefix) :] if url.startswith(prefix) else ""
+    if not database or database == ":memory:" or "?" in database:
+        raise ConfigError(f"{name}: SQLite sources must be {scheme}:///path/to/file.db")
+    return f"{prefix}{Path(database).expanduser().resolve()}"
