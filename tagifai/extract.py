@@ -94,6 +94,8 @@ def _read_sql(uri: str) -> pd.DataFrame:
         engine = sa.create_engine(url)
         with engine.connect() as connection:
             return pd.read_sql_table(table, connection)
+    except (ImportError, sa.exc.NoSuchModuleError) as error:
+        raise DataSourceError(f"no database driver for {url}: {error}") from None
     except sa.exc.OperationalError as error:  # refused, timed out, locked: retry later
         first = str(error.orig or error).splitlines()[0]
         raise DataSourceUnavailable(f"cannot reach {url} now: {first}") from None

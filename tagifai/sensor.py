@@ -66,14 +66,14 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from tagifai.claims import Claims
 from tagifai.config import LandingDir, SensorSource, Settings, SqlTables
 from tagifai.errors import DataSourceError, TagifaiError
 
@@ -433,26 +433,13 @@ class ClaimedBatch:
     claimed_at: str
 
 
-def _ledger_path(settings: Settings) -> Path:
-    return settings.sensor_dir / "ledger.db"
-
-
-@contextlib.contextmanager
-def _ledger(settings: Settings) -> Iterator[sqlite3.Connection]:
-    path = _ledger_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Autocommit: every statement is its own transaction; SQLite's file lock serialises
-    # writers across threads and processes, and the timeout waits for a busy lock.
-    connection = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-    try:
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS batches ("
-            " batch_id TEXT PRIMARY KEY NOT NULL, source TEXT NOT NULL,"
-            " projects_uri TEXT NOT NULL, tags_uri TEXT NOT NULL, claimed_at TEXT NOT NULL)"
-        )
-        yield connection
-    finally:
-        connection.close()
+def batch_claims(settings: Settings) -> Claims:
+    """The ledger of emitted batches, shared with the webhook receiver."""
+    return Claims(
+        settings.sensor_dir / "ledger.db",
+        "batches",
+        ("source", "projects_uri", "tags_uri", "claimed_at"),
+    )
 
 
 def claim_batch(settings: Settings, batch_id: str, source: str, uris: tuple[str, str]) -> bool:
@@ -461,32 +448,20 @@ def claim_batch(settings: Settings, batch_id: str, source: str, uris: tuple[str,
     Safe across threads and processes sharing the stores dir (one SQLite file; not across
     machines on a network file system). Call :func:`release_batch` if the emit then fails.
     """
-    with _ledger(settings) as connection:
-        inserted = connection.execute(
-            "INSERT INTO batches (batch_id, source, projects_uri, tags_uri, claimed_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO NOTHING",
-            (batch_id, source, uris[0], uris[1], _now()),
-        )
-        return inserted.rowcount == 1
+    return batch_claims(settings).claim(
+        batch_id, source=source, projects_uri=uris[0], tags_uri=uris[1], claimed_at=_now()
+    )
 
 
 def release_batch(settings: Settings, batch_id: str) -> None:
     """Forget a claim whose emit failed, so the batch can be claimed again."""
-    with _ledger(settings) as connection:
-        connection.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
+    batch_claims(settings).release(batch_id)
 
 
 def find_batch(settings: Settings, batch_id: str) -> ClaimedBatch | None:
     """Who claimed ``batch_id``, when, and with which URIs (None if nobody has)."""
-    if not _ledger_path(settings).exists():
-        return None
-    with _ledger(settings) as connection:
-        row = connection.execute(
-            "SELECT batch_id, source, projects_uri, tags_uri, claimed_at FROM batches"
-            " WHERE batch_id = ?",
-            (batch_id,),
-        ).fetchone()
-    return ClaimedBatch(*row) if row else None
+    found = batch_claims(settings).find(batch_id)
+    return ClaimedBatch(batch_id=batch_id, **found) if found else None
 
 
 # --- helpers ---------------------------------------------------------------------------------

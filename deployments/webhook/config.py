@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tagifai.config import get_settings
+from tagifai.config import Settings, get_settings
 from tagifai.errors import TagifaiError
 
 MAX_CLOCK_SKEW_S = 300
@@ -38,6 +38,8 @@ class WebhookConfig:
     allowed_s3_buckets: frozenset[str] = field(default_factory=frozenset)
     max_clock_skew_s: int = MAX_CLOCK_SKEW_S
     docs_dir: Path | None = None  # the Data Docs site the flows build, served read-only
+    # Where accepted signatures and claimed batches are recorded (the project's stores).
+    settings: Settings | None = None
 
 
 def _csv(value: str | None) -> list[str]:
@@ -54,6 +56,7 @@ def load_config(
     allowed_sql_hosts: Sequence[str] | None = None,
     allowed_s3_buckets: Sequence[str] | None = None,
     docs_dir: Path | str | None = None,
+    settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
 ) -> WebhookConfig:
     """Build the config: explicit arguments first, then the environment, then defaults.
@@ -74,12 +77,11 @@ def load_config(
         )
     if data_roots is None:
         data_roots = _csv(env.get("TAGIFAI_WEBHOOK_DATA_ROOT"))
-    if not data_roots or docs_dir is None:
-        # The project's settings from the same environment, so every default agrees with it.
-        settings = get_settings(dict(env))
-        data_roots = data_roots or [settings.data_dir]
-        if docs_dir is None:
-            docs_dir = settings.gx_state_dir / "data_docs" / "local_site"
+    # The project's settings from the same environment, so every default agrees with it.
+    settings = settings or get_settings(dict(env))
+    data_roots = data_roots or [settings.data_dir]
+    if docs_dir is None:
+        docs_dir = settings.gx_state_dir / "data_docs" / "local_site"
     roots = tuple(Path(root).expanduser() for root in data_roots)
     relative = [str(root) for root in roots if not root.is_absolute()]
     if relative:
@@ -101,4 +103,5 @@ def load_config(
         allowed_sql_hosts=frozenset(h.lower() for h in (allowed_sql_hosts or sql_hosts)),
         allowed_s3_buckets=frozenset(allowed_s3_buckets or s3_buckets),
         docs_dir=Path(docs_dir),
+        settings=settings,
     )

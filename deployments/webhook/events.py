@@ -7,7 +7,6 @@ does not provide, and a failed delivery must become a 502 the sender can retry, 
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -38,15 +37,21 @@ class DataArrived(BaseModel):
     batch_id: str | None = Field(default=None, max_length=64, pattern=_SHORT_TEXT)
 
 
-def build_event(notice: DataArrived, projects_uri: str, tags_uri: str) -> dict[str, Any]:
-    """The Prefect event for a checked notice (the shape ``POST /api/events`` accepts)."""
-    digest = hashlib.sha256(f"{projects_uri}\n{tags_uri}".encode()).hexdigest()[:16]
-    batch_id = notice.batch_id or digest
+def build_event(
+    notice: DataArrived, projects_uri: str, tags_uri: str, batch_id: str
+) -> dict[str, Any]:
+    """The Prefect event for a checked notice (the shape ``POST /api/events`` accepts).
+
+    ``batch_id`` is the content fingerprint of the two tables (the snapshot id dataops will
+    compute); the sender's own ``batch_id``, if any, travels as ``label``.
+    """
     payload: dict[str, Any] = {
         "projects_uri": projects_uri,
         "tags_uri": tags_uri,
         "batch_id": batch_id,
     }
+    if notice.batch_id:
+        payload["label"] = notice.batch_id
     if notice.source:
         payload["source"] = notice.source
     resource = {"prefect.resource.id": f"tagifai.data.{batch_id}"}

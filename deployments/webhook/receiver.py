@@ -1,9 +1,17 @@
 """The ASGI receiver: ``POST /hooks/data-arrived`` checks a signed notice and emits its event.
 
-Every rejection is a 4xx (502 if Prefect is down) with a short JSON ``{"error": "..."}``: a
-missing or bad signature or stale timestamp (401), a body over the size cap (413, read
-incrementally, never buffered whole), malformed JSON (400), a body of the wrong shape or a URI
-that is not allowed (422). ``/data-docs`` serves the Great Expectations Data Docs read-only.
+Every rejection is a 4xx (502 if Prefect is down, 503 if a source cannot be reached) with a
+short JSON ``{"error": "..."}``: a missing or bad signature or stale timestamp (401), a body
+over the size cap (413, read incrementally, never buffered whole), malformed JSON (400), a
+body of the wrong shape, a URI that is not allowed or tables that cannot be read (422), a
+signed request already accepted (409: replay protection, see ``replay``).
+
+An accepted notice is fingerprinted: its two tables are read and hashed into the snapshot id
+dataops will compute. The batch is claimed in the ledger the data-arrival sensor shares
+(``tagifai.sensor.claim_batch``), so data already received, by webhook or sensor, answers 200
+``{"duplicate": true, ...}`` and starts nothing. Only then is ``tagifai.data.arrived`` emitted
+(202). A failed emit releases both claims, so the sender's retry goes through.
+``/data-docs`` serves the Great Expectations Data Docs read-only.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import time
 from typing import Any
 
+from anyio.to_thread import run_sync
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -29,6 +38,7 @@ from deployments.webhook.events import (
     build_event,
     emit_event,
 )
+from deployments.webhook.replay import claim_signature, release_signature
 from deployments.webhook.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -36,6 +46,8 @@ from deployments.webhook.signing import (
     timestamp_problem,
 )
 from deployments.webhook.uris import UriRejected, check_uri
+from tagifai.errors import DataSourceError, DataSourceUnavailable
+from tagifai.sensor import claim_batch, find_batch, fingerprint_batch, release_batch
 
 logger = logging.getLogger(__name__)
 
@@ -114,16 +126,66 @@ async def data_arrived(request: Request) -> JSONResponse:
     except UriRejected as error:
         return _error(422, f"tags_uri: {error}")
 
-    event = build_event(notice, projects_uri, tags_uri)
+    settings = config.settings
+    assert settings is not None  # load_config always resolves it
+    if not await run_sync(claim_signature, settings, signature, timestamp, config.max_clock_skew_s):
+        return _error(409, "this signed request was already accepted: a replay")
+    try:
+        return await _announce(config, notice, projects_uri, tags_uri)
+    except BaseException:
+        await run_sync(release_signature, settings, signature)
+        raise
+
+
+async def _announce(
+    config: WebhookConfig, notice: DataArrived, projects_uri: str, tags_uri: str
+) -> JSONResponse:
+    """Fingerprint the batch, claim it, emit its event. Anything but a 202 or a duplicate
+    raises or returns an error after releasing what it claimed, so the sender can retry."""
+    settings = config.settings
+    assert settings is not None
+    try:
+        batch_id = await run_sync(fingerprint_batch, projects_uri, tags_uri)
+    except DataSourceError as error:
+        raise _Refused(422, _first_line(error)) from None
+    except DataSourceUnavailable as error:
+        raise _Refused(503, _first_line(error)) from None
+    origin = f"webhook:{notice.source}" if notice.source else "webhook"
+    if not await run_sync(claim_batch, settings, batch_id, origin, (projects_uri, tags_uri)):
+        first = await run_sync(find_batch, settings, batch_id)
+        seen = f" from {first.source} at {first.claimed_at}" if first else ""
+        reason = f"same content as batch {batch_id}, already received{seen}: no new run"
+        return JSONResponse({"duplicate": True, "batch_id": batch_id, "reason": reason})
+    event = build_event(notice, projects_uri, tags_uri, batch_id)
     try:
         await emit_event(config, event)
     except PrefectUnavailable as error:
+        await run_sync(release_batch, settings, batch_id)
         logger.error("Could not emit %s: %s", EVENT_NAME, error)
-        return _error(502, str(error))
+        raise _Refused(502, str(error)) from None
     logger.info(
         "Emitted %s %s for %s", EVENT_NAME, event["id"], event["resource"]["prefect.resource.id"]
     )
-    return JSONResponse({"event_id": event["id"]}, status_code=202)
+    return JSONResponse({"event_id": event["id"], "batch_id": batch_id}, status_code=202)
+
+
+class _Refused(Exception):
+    """A notice that was not carried out: its status and one-line reason."""
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+        self.reason = reason
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+async def _refused(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, _Refused)
+    return _error(error.status_code, error.reason)
 
 
 async def health(request: Request) -> JSONResponse:
@@ -144,7 +206,8 @@ def create_app(secret: str | None = None, **overrides: Any) -> Starlette:
             Route(HOOK_PATH, data_arrived, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Mount("/data-docs", app=docs),
-        ]
+        ],
+        exception_handlers={_Refused: _refused},
     )
     app.state.config = config
     return app

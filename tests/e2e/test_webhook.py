@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
@@ -26,7 +29,8 @@ from deployments.webhook import (
     sign,
 )
 from deployments.webhook.receiver import _AppFromEnvironment
-from tagifai.config import REPO_ROOT
+from tagifai.config import REPO_ROOT, Settings
+from tests.conftest import settings_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,19 +38,31 @@ SECRET = "test-secret-0123456789abcdef"
 MAX_BYTES = 1024
 
 
+TAGS_CSV = "id,tag\n1,mlops\n"
+
+
 @pytest.fixture
 def data_root(tmp_path: Path) -> Path:
     root = (tmp_path / "raw").resolve()
     root.mkdir()
-    (root / "projects.csv").write_text("id,title\n1,a\n")
-    (root / "tags.csv").write_text("id,tag\n1,mlops\n")
-    (root / "warehouse.db").write_bytes(b"")
+    # Content of each test's own (one Prefect API serves the session: batches must differ).
+    (root / "projects.csv").write_text(
+        f"id,created_on,title,description\n1,2020-02-20 06:43:18,A title,{tmp_path.name}\n"
+    )
+    (root / "tags.csv").write_text(TAGS_CSV)
+    with sqlite3.connect(root / "warehouse.db") as connection:
+        pd.read_csv(root / "projects.csv").to_sql("projects", connection, index=False)
     (tmp_path / "secret.csv").write_text("not for the pipeline\n")
     return root
 
 
 @pytest.fixture
-def client(data_root: Path) -> Iterator[TestClient]:
+def stores(tmp_path: Path) -> Settings:
+    return settings_for(tmp_path / "stores")
+
+
+@pytest.fixture
+def client(data_root: Path, stores: Settings) -> Iterator[TestClient]:
     """A receiver whose Prefect API is a closed port: accepted notices end in 502."""
     app = create_app(
         SECRET,
@@ -55,6 +71,7 @@ def client(data_root: Path) -> Iterator[TestClient]:
         max_bytes=MAX_BYTES,
         allowed_sql_hosts=["db.internal"],
         allowed_s3_buckets=["tagifai-landing"],
+        settings=stores,
     )
     with TestClient(app) as test_client:
         yield test_client
@@ -256,17 +273,126 @@ def test_sqlite_inside_root_with_percent_escape_is_rejected(
         "file://localhost{root}/projects.csv",
         "{root}/sub/../projects.csv",
         "sqlite:///{root}/warehouse.db#projects",
-        "postgresql+psycopg://reader@db.internal:5432/landing#projects",
-        "s3://tagifai-landing/2024/projects.csv",
     ],
 )
 def test_allowed_uris_reach_prefect(client: TestClient, data_root: Path, uri_template: str) -> None:
-    """Allowed URIs pass every check; the closed Prefect port then turns them into a 502."""
+    """Allowed, readable URIs pass every check; the closed Prefect port then makes a 502."""
     (data_root / "sub").mkdir(exist_ok=True)
     payload = {**_good(data_root), "projects_uri": uri_template.format(root=data_root)}
     response = _post(client, payload)
     assert response.status_code == 502
     assert response.json()["error"].startswith("Prefect API unreachable")
+
+
+@pytest.mark.parametrize(
+    ("uri", "status", "reason"),
+    [
+        ("postgresql+psycopg://reader@db.internal:5432/landing#projects", 503, "cannot reach"),
+        ("{root}/tags.csv", 422, "projects source {root}/tags.csv lacks column(s)"),
+        ("{root}/missing.csv", 422, "source not found"),
+        ("sqlite:///{root}/warehouse.db#nope", 422, "cannot read table 'nope'"),
+    ],
+)
+def test_allowed_uris_that_cannot_be_read_are_refused_in_one_line(
+    client: TestClient, data_root: Path, stores: Settings, uri: str, status: int, reason: str
+) -> None:
+    """The receiver reads the tables to fingerprint the batch: unreadable ones start nothing
+    (503 when the database cannot be reached now: retry later), and claim nothing."""
+    payload = {**_good(data_root), "projects_uri": uri.format(root=data_root)}
+    response = _post(client, payload)
+    assert response.status_code == status, response.text
+    assert response.json()["error"].startswith(reason.format(root=data_root))
+    assert "\n" not in response.json()["error"]
+    assert _post(client, payload).status_code == status  # released: not mistaken for a replay
+
+
+def test_a_replayed_request_gets_409_and_creates_nothing(
+    client: TestClient, data_root: Path, stores: Settings, prefect_api: str
+) -> None:
+    body = json.dumps(_good(data_root)).encode()
+    headers = {"Content-Type": "application/json", **sign(SECRET, body)}
+    app = create_app(SECRET, data_roots=[data_root], prefect_api_url=prefect_api, settings=stores)
+    with TestClient(app) as live:
+        first = live.post(HOOK_PATH, content=body, headers=headers)
+        again = live.post(HOOK_PATH, content=body, headers=headers)
+    with TestClient(create_app(SECRET, data_roots=[data_root], settings=stores)) as restarted:
+        after_restart = restarted.post(HOOK_PATH, content=body, headers=headers)
+    assert first.status_code == 202, first.text
+    assert again.status_code == after_restart.status_code == 409
+    assert again.json() == {"error": "this signed request was already accepted: a replay"}
+    emitted = first.json()["event_id"]
+    assert _events_for(prefect_api, first.json()["batch_id"], emitted) == [emitted]
+
+
+def test_concurrent_identical_requests_give_exactly_one_202(
+    data_root: Path, stores: Settings, prefect_api: str
+) -> None:
+    body = json.dumps(_good(data_root)).encode()
+    headers = {"Content-Type": "application/json", **sign(SECRET, body)}
+    app = create_app(SECRET, data_roots=[data_root], prefect_api_url=prefect_api, settings=stores)
+    statuses: list[int] = []
+    start = threading.Barrier(4)
+
+    def send() -> None:
+        with TestClient(app) as own:
+            start.wait()
+            statuses.append(own.post(HOOK_PATH, content=body, headers=headers).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [202, 409, 409, 409]
+
+
+def test_the_same_data_again_is_a_duplicate_that_starts_nothing(
+    data_root: Path, stores: Settings, prefect_api: str
+) -> None:
+    """A new signature, another path, the same content: one batch, one event (the sensor
+    shares this ledger, so data it already sent is a duplicate here too)."""
+    copy = data_root / "again"
+    copy.mkdir()
+    for name in ("projects.csv", "tags.csv"):
+        (copy / name).write_bytes((data_root / name).read_bytes())
+    app = create_app(SECRET, data_roots=[data_root], prefect_api_url=prefect_api, settings=stores)
+    with TestClient(app) as live:
+        first = _post(live, _good(data_root))
+        second = _post(
+            live, {"projects_uri": str(copy / "projects.csv"), "tags_uri": str(copy / "tags.csv")}
+        )
+    assert first.status_code == 202 and second.status_code == 200
+    batch_id = first.json()["batch_id"]
+    assert second.json()["duplicate"] is True and second.json()["batch_id"] == batch_id
+    assert "already received from webhook" in second.json()["reason"]
+    emitted = first.json()["event_id"]
+    assert _events_for(prefect_api, batch_id, emitted) == [emitted]
+
+
+def test_a_failed_emit_can_be_retried(
+    client: TestClient, data_root: Path, stores: Settings, prefect_api: str
+) -> None:
+    body = json.dumps(_good(data_root)).encode()
+    headers = {"Content-Type": "application/json", **sign(SECRET, body)}
+    assert client.post(HOOK_PATH, content=body, headers=headers).status_code == 502
+    app = create_app(SECRET, data_roots=[data_root], prefect_api_url=prefect_api, settings=stores)
+    with TestClient(app) as live:
+        retried = live.post(HOOK_PATH, content=body, headers=headers)
+    assert retried.status_code == 202, retried.text
+
+
+def _events_for(api_url: str, batch_id: str, emitted: str) -> list[str]:
+    """Ids of the ``tagifai.data.arrived`` events the API holds for a batch, once the one
+    that was emitted is stored (the server persists events asynchronously)."""
+    _read_event(api_url, emitted)
+    time.sleep(1.0)  # time for any other event of the batch to be stored too
+    response = httpx.post(
+        f"{api_url}/events/filter",
+        json={"filter": {"resource": {"id": [f"tagifai.data.{batch_id}"]}}, "limit": 50},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return [event["id"] for event in response.json()["events"]]
 
 
 def test_secret_and_signature_never_reach_logs_or_responses(
@@ -329,8 +455,12 @@ def _read_event(api_url: str, event_id: str, timeout_s: float = 30.0) -> dict:
     raise AssertionError(f"event {event_id} never appeared in {api_url}")
 
 
-def test_signed_notice_becomes_a_prefect_event(prefect_api: str, data_root: Path) -> None:
-    app = create_app(SECRET, data_roots=[data_root], prefect_api_url=prefect_api)
+def test_signed_notice_becomes_a_prefect_event(
+    prefect_api: str, data_root: Path, stores: Settings
+) -> None:
+    from tagifai.extract import content_id, read_table
+
+    app = create_app(SECRET, data_roots=[data_root], prefect_api_url=prefect_api, settings=stores)
     payload = {
         "projects_uri": f"{data_root}/sub/../projects.csv",
         "tags_uri": f"file://{data_root}/tags.csv",
@@ -342,30 +472,21 @@ def test_signed_notice_becomes_a_prefect_event(prefect_api: str, data_root: Path
     assert response.status_code == 202, response.text
     event_id = response.json()["event_id"]
 
+    # The batch id is the content: the snapshot id dataops will compute from these tables.
+    snapshot_id = content_id(
+        read_table(str(data_root / "projects.csv"), "projects"),
+        read_table(str(data_root / "tags.csv"), "tags"),
+    )
     event = _read_event(prefect_api, event_id)
     assert event["event"] == EVENT_NAME
-    assert event["resource"]["prefect.resource.id"] == "tagifai.data.batch-42"
+    assert event["resource"]["prefect.resource.id"] == f"tagifai.data.{snapshot_id}"
     assert event["payload"] == {
         "projects_uri": str(data_root / "projects.csv"),  # canonical: what was checked
         "tags_uri": str(data_root / "tags.csv"),
-        "batch_id": "batch-42",
+        "batch_id": snapshot_id,
+        "label": "batch-42",
         "source": "pytest",
     }
-
-
-def test_notice_without_batch_id_gets_a_content_derived_resource(
-    prefect_api: str, data_root: Path
-) -> None:
-    app = create_app(SECRET, data_roots=[data_root], prefect_api_url=prefect_api)
-    with TestClient(app) as client:
-        first = _post(client, _good(data_root))
-        second = _post(client, _good(data_root))
-    assert first.status_code == second.status_code == 202
-    events = [_read_event(prefect_api, r.json()["event_id"]) for r in (first, second)]
-    resource_ids = {e["resource"]["prefect.resource.id"] for e in events}
-    assert len(resource_ids) == 1  # same URIs, same resource
-    assert resource_ids.pop().startswith("tagifai.data.")
-    assert events[0]["id"] != events[1]["id"]
 
 
 def test_data_docs_are_served_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
