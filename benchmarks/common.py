@@ -242,13 +242,18 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+WEBHOOK_SECRET = "benchmarks-webhook-secret-0123456789"
+
+
 class PrivatePlatform:
     """``deployments.platform`` on a stores dir of our own and free ports; always ``down``.
 
     The server start is not part of any measurement: callers time what they run against it.
     """
 
-    def __init__(self, stores_dir: Path, services: Sequence[str] = ("server",)) -> None:
+    def __init__(
+        self, stores_dir: Path, services: Sequence[str] = ("server",), **extra_env: str
+    ) -> None:
         self.stores_dir = stores_dir
         self.services = list(services)
         prefect_port, webhook_port, mlflow_port = free_ports(3)
@@ -257,8 +262,9 @@ class PrivatePlatform:
             TAGIFAI_PREFECT_PORT=str(prefect_port),
             TAGIFAI_WEBHOOK_PORT=str(webhook_port),
             TAGIFAI_MLFLOW_PORT=str(mlflow_port),
-            TAGIFAI_WEBHOOK_SECRET="benchmarks-webhook-secret-0123456789",
+            TAGIFAI_WEBHOOK_SECRET=WEBHOOK_SECRET,
             TAGIFAI_PLATFORM_TIMEOUT_SCALE="3",
+            **extra_env,
         )
         self.api_url = ""
         self.up_seconds = 0.0

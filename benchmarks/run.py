@@ -19,6 +19,7 @@ from benchmarks.common import write_result
 BENCHMARKS: dict[str, str] = {
     "predict": "benchmarks.predict",
     "sensor": "benchmarks.sensor",
+    "triggers": "benchmarks.triggers",
     "overhead": "benchmarks.overhead",
     "optuna": "benchmarks.tuning",
     "chain": "benchmarks.chain",

@@ -137,6 +137,30 @@ def pipeline(
     typer.echo(json.dumps({"dataops": data, "mlops": model}, default=str))
 
 
+@app.command()
+@friendly_errors
+def sensor(
+    once: Annotated[bool, typer.Option("--once", help="One tick, then print what it saw.")] = False,
+) -> None:
+    """Watch TAGIFAI_SENSOR_SOURCES (default data/landing/) and announce each new batch once.
+
+    `make up` runs the same loop as a platform service; --once looks once, in the foreground.
+    """
+    import os
+    import threading
+
+    from deployments import sensor as process
+
+    settings = load_settings()
+    api_url = _use_prefect_api(settings)
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if once:
+        for result in process.run_tick(settings, api_url, auth):
+            typer.echo(process.describe(result))
+        return
+    process.loop(settings, api_url, auth, threading.Event())
+
+
 def main() -> None:  # pragma: no cover - console entry point
     """The ``tagifai`` command: run, then :func:`~tagifai.cli.leave` with its exit status."""
     import traceback

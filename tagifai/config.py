@@ -93,6 +93,8 @@ class Settings:
     scale_rows: int = 200_000
     # What the data-arrival sensor watches (TAGIFAI_SENSOR_SOURCES).
     sensor_sources: tuple[SensorSource, ...] = (LandingDir(DEFAULT_LANDING_DIR),)
+    # Seconds between two looks of the sensor (a batch without _SUCCESS needs two looks).
+    sensor_interval_s: int = 5
 
     @property
     def tune_batches(self) -> int:
@@ -187,6 +189,7 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         max_cv_rows=_int(env, "TAGIFAI_MAX_CV_ROWS", 100_000),
         scale_rows=_int(env, "TAGIFAI_SCALE_ROWS", 200_000),
         sensor_sources=parse_sensor_sources(env.get("TAGIFAI_SENSOR_SOURCES") or ""),
+        sensor_interval_s=_int(env, "TAGIFAI_SENSOR_INTERVAL", 5),
     )
 
 

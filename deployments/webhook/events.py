@@ -45,25 +45,8 @@ def build_event(
     ``batch_id`` is the content fingerprint of the two tables (the snapshot id dataops will
     compute); the sender's own ``batch_id``, if any, travels as ``label``.
     """
-    payload: dict[str, Any] = {
-        "projects_uri": projects_uri,
-        "tags_uri": tags_uri,
-        "batch_id": batch_id,
-    }
-    if notice.batch_id:
-        payload["label"] = notice.batch_id
-    if notice.source:
-        payload["source"] = notice.source
-    resource = {"prefect.resource.id": f"tagifai.data.{batch_id}"}
-    if notice.source:
-        resource["prefect.resource.name"] = notice.source
-    return {
-        "id": str(uuid.uuid4()),
-        "occurred": datetime.now(UTC).isoformat(),
-        "event": EVENT_NAME,
-        "resource": resource,
-        "payload": payload,
-    }
+    source = f"webhook:{notice.source}" if notice.source else "webhook"
+    return arrival_event(projects_uri, tags_uri, batch_id, source, notice.batch_id)
 
 
 def _prefect_api_url(config: WebhookConfig) -> str:
@@ -78,18 +61,59 @@ def _prefect_api_url(config: WebhookConfig) -> str:
     return url.rstrip("/")
 
 
-async def emit_event(config: WebhookConfig, event: dict[str, Any]) -> None:
-    """POST one event to the Prefect API.
+def arrival_event(
+    projects_uri: str, tags_uri: str, batch_id: str, source: str, label: str | None = None
+) -> dict[str, Any]:
+    """``tagifai.data.arrived`` for a batch: the one event the dataops trigger takes, whether
+    the webhook receiver or the sensor saw the batch. ``batch_id`` is its content fingerprint."""
+    payload: dict[str, Any] = {
+        "projects_uri": projects_uri,
+        "tags_uri": tags_uri,
+        "batch_id": batch_id,
+        "source": source,
+    }
+    if label:
+        payload["label"] = label
+    return {
+        "id": str(uuid.uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": EVENT_NAME,
+        "resource": {
+            "prefect.resource.id": f"tagifai.data.{batch_id}",
+            "prefect.resource.name": source,
+        },
+        "payload": payload,
+    }
+
+
+def post_event(api_url: str, auth_string: str | None, event: dict[str, Any]) -> None:
+    """POST one event to the Prefect API from synchronous code (the sensor's loop).
 
     Raises:
         PrefectUnavailable: the API is unreachable or did not accept the event.
     """
-    headers = basic_auth_headers(config.prefect_auth_string)
-    url = f"{_prefect_api_url(config)}/events"
+    headers = basic_auth_headers(auth_string)
     try:
-        async with httpx.AsyncClient(timeout=PREFECT_TIMEOUT_S) as client:
-            response = await client.post(url, json=[event], headers=headers)
+        response = httpx.post(
+            f"{api_url.rstrip('/')}/events",
+            json=[event],
+            headers=headers,
+            timeout=PREFECT_TIMEOUT_S,
+            trust_env=False,
+        )
     except httpx.HTTPError as error:
         raise PrefectUnavailable(f"Prefect API unreachable ({type(error).__name__})") from error
     if response.status_code >= 300:
         raise PrefectUnavailable(f"Prefect API answered {response.status_code}")
+
+
+async def emit_event(config: WebhookConfig, event: dict[str, Any]) -> None:
+    """POST one event to the Prefect API without blocking the receiver's event loop.
+
+    Raises:
+        PrefectUnavailable: the API is unreachable or did not accept the event.
+    """
+    from anyio.to_thread import run_sync
+
+    api_url = _prefect_api_url(config)
+    await run_sync(post_event, api_url, config.prefect_auth_string, event)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tagifai.config import REPO_ROOT
-from tests.e2e.test_deployments import Deployed, deployed_platform
+from tests.e2e.harness import Deployed, deployed_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -8,147 +8,40 @@ keep the runs short.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 import httpx
 import pytest
 
-from deployments.platform import down, free_ports, up
 from deployments.run import (
     DATAOPS,
     MLOPS,
     SNAPSHOT_LABEL,
     ChainError,
-    deploy,
     find_triggered_run,
     follow,
 )
 from deployments.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, send_data_arrived, sign
-from tagifai.config import REPO_ROOT, Settings, get_settings
-
-if TYPE_CHECKING:
-    from prefect.client.orchestration import SyncPrefectClient
+from tagifai.config import REPO_ROOT
+from tests.e2e.harness import (
+    N_TRIALS,
+    SECRET,
+    Deployed,
+    api_client,
+    dataops_runs,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-SECRET = "deployments-test-secret-0123456789"
-N_TRIALS = 2
 RUN_TIMEOUT_S = 300.0
-CLIENT_ENV = ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING")
-
-
-@dataclass(frozen=True)
-class Deployed:
-    """A running platform with prefect.yaml deployed."""
-
-    settings: Settings
-    api_url: str
-    hook_url: str
-    data_root: Path
-    deploy_seconds: float
-
-
-@contextlib.contextmanager
-def api_client(api_url: str) -> Iterator[SyncPrefectClient]:
-    """A sync Prefect client on ``api_url`` whatever API this test session was set up with."""
-    from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with (
-        temporary_settings(updates={PREFECT_API_URL: api_url}),
-        get_client(sync_client=True) as client,
-    ):
-        yield client
-
-
-def lower_mlops_trials(api_url: str, n_trials: int) -> None:
-    """What a person does in the UI's "Edit" form: new default parameters for mlops."""
-    from prefect.client.schemas.actions import DeploymentUpdate
-
-    with api_client(api_url) as client:
-        mlops = client.read_deployment_by_name(MLOPS)
-        parameters = {**mlops.parameters, "n_trials": n_trials}
-        client.update_deployment(mlops.id, DeploymentUpdate(parameters=parameters))
-
-
-@contextlib.contextmanager
-def deployed_platform(
-    tmp: Path, services: tuple[str, ...], n_trials: int = N_TRIALS
-) -> Iterator[Deployed]:
-    """Platform up on free ports under ``tmp``, prefect.yaml deployed; always torn down.
-
-    The data root (``TAGIFAI_DATA_DIR``, also the receiver's allowed root) holds copies of the
-    shipped CSVs, so dataops' defaults and webhook payloads both point inside it.
-    """
-    data_root = (tmp / "data").resolve()
-    data_root.mkdir(parents=True)
-    for name in ("projects.csv", "tags.csv"):
-        shutil.copy(REPO_ROOT / "data" / "raw" / name, data_root / name)
-    with pytest.MonkeyPatch.context() as env:
-        for name in (*CLIENT_ENV, "MLFLOW_TRACKING_URI", "TAGIFAI_WEBHOOK_DATA_ROOT"):
-            env.delenv(name, raising=False)
-        env.setenv("TAGIFAI_STORES_DIR", str(tmp / "stores"))
-        env.setenv("TAGIFAI_DATA_DIR", str(data_root))
-        env.setenv("TAGIFAI_WEBHOOK_SECRET", SECRET)
-        env.setenv("TAGIFAI_PLATFORM_TIMEOUT_SCALE", "2")
-        ports = free_ports(3)
-        for name, port in zip(
-            ("TAGIFAI_PREFECT_PORT", "TAGIFAI_WEBHOOK_PORT", "TAGIFAI_MLFLOW_PORT"),
-            ports,
-            strict=True,
-        ):
-            env.setenv(name, str(port))
-        settings = get_settings()
-        try:
-            urls = up(settings, services)
-            api_url = urls["server"]
-            env.setenv("PREFECT_API_URL", api_url)  # for the CLI calls below
-            seconds = deploy(api_url)
-            lower_mlops_trials(api_url, n_trials)
-            yield Deployed(
-                settings=settings,
-                api_url=api_url,
-                hook_url=urls.get("webhook", ""),
-                data_root=data_root,
-                deploy_seconds=seconds,
-            )
-        finally:
-            down(settings)
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    with deployed_platform(
-        tmp_path_factory.mktemp("deployments"), ("server", "worker", "webhook")
-    ) as platform:
-        print(f"\nprefect deploy --all: {platform.deploy_seconds:.1f} s")
-        yield platform
-
-
-def dataops_runs(api_url: str) -> list:
-    """dataops runs, except the future ones the server's scheduler adds at any time."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
-
-    with api_client(api_url) as client:
-        deployment = client.read_deployment_by_name(DATAOPS)
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])
-            )
-        )
-    return [run for run in runs if not run.auto_scheduled]
 
 
 def test_prefect_yaml_deploys_schedules_triggers_and_limits(deployed: Deployed) -> None:

@@ -485,7 +485,7 @@ def test_signed_notice_becomes_a_prefect_event(
         "tags_uri": str(data_root / "tags.csv"),
         "batch_id": snapshot_id,
         "label": "batch-42",
-        "source": "pytest",
+        "source": "webhook:pytest",
     }
 
 

@@ -8,13 +8,14 @@ requires or whose records it reads (the worker links to the MLflow UI and the re
 
 from __future__ import annotations
 
-from deployments.platform.services import mlflow, server, webhook, worker
+from deployments.platform.services import mlflow, sensor, server, webhook, worker
 from deployments.platform.spec import ServiceSpec
 
 REGISTRY: tuple[ServiceSpec, ...] = (
     server.SPEC,
     mlflow.SPEC,
     webhook.SPEC,
+    sensor.SPEC,
     worker.SPEC,
 )
 # What `up` starts when no service is named.
