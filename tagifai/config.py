@@ -46,6 +46,8 @@ class Settings:
     max_tune_rows: int = 50_000
     max_cv_rows: int = 100_000
     scale_rows: int = 200_000
+    # A sentence-transformers ONNX export (model.onnx + tokenizer.json); None: the packaged one.
+    embedding_model_dir: Path | None = None
 
     @property
     def tune_batches(self) -> int:
@@ -124,7 +126,13 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         max_tune_rows=_int(env, "TAGIFAI_MAX_TUNE_ROWS", 50_000),
         max_cv_rows=_int(env, "TAGIFAI_MAX_CV_ROWS", 100_000),
         scale_rows=_int(env, "TAGIFAI_SCALE_ROWS", 200_000),
+        embedding_model_dir=_path(env, "TAGIFAI_EMBEDDING_MODEL_DIR"),
     )
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    raw = (env.get(name) or "").strip()
+    return Path(raw).expanduser().resolve() if raw else None
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:

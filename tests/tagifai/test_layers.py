@@ -23,4 +23,5 @@ def test_tagifai_never_imports_prefect():
 
 def test_cli_start_up_is_light():
     heavy = {"prefect", "great_expectations", "feast", "mlflow", "sklearn", "optuna"}
+    heavy |= {"onnxruntime", "tokenizers"}
     assert not heavy & imported_after("import tagifai.cli")
