@@ -242,6 +242,10 @@ class Encoder:
     def dimension(self) -> int:
         return self._load().dimension
 
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
     def _load(self) -> _Loaded:
         if self._loaded is not None:
             return self._loaded
