@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="CV only the candidates whose name has this")
     parser.add_argument("--calls", type=int, default=300, help="single-text predictions")
     parser.add_argument("--no-cost", action="store_true", help="skip the cost figures")
+    parser.add_argument("--no-cv", action="store_true", help="skip the cross-validation")
     args = parser.parse_args()
 
     from tagifai.embeddings import DEFAULT_MODEL, Encoder
@@ -198,7 +199,9 @@ def main() -> None:
     started = time.perf_counter()
     vectors = {prep: encoder.embed(texts[prep]) for prep in TEXT_PREPS}
     embed_seconds = time.perf_counter() - started
-    candidates = tuple(c for c in CANDIDATES if args.only.lower() in c.name.lower())
+    candidates = tuple(
+        c for c in CANDIDATES if args.only.lower() in c.name.lower() and not args.no_cv
+    )
     print(f"{len(candidates)} candidates, {args.repeats}x{args.folds}-fold CV", flush=True)
     load_before = other_load()
     cv = cross_validate_all(candidates, texts, y, vectors, args.repeats, args.folds, args.seed)
