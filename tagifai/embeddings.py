@@ -55,6 +55,15 @@ class EmbeddingModelInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def same_files(self, other: EmbeddingModelInfo) -> bool:
+        """Whether ``other`` computes the same vectors: the same bytes and max length, whatever
+        the directory (the id) is called."""
+        return (self.model_sha256, self.tokenizer_sha256, self.max_length) == (
+            other.model_sha256,
+            other.tokenizer_sha256,
+            other.max_length,
+        )
+
     def describe(self) -> str:
         return (
             f"{self.model_id} (model.onnx sha256 {self.model_sha256[:12]}, "

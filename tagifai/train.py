@@ -151,16 +151,17 @@ class SentenceEmbeddings(TransformerMixin, BaseEstimator):
             )
 
     def transform(self, X: ModelInput) -> np.ndarray:
-        given = _given_vectors(X)
-        n = len(X)
-        missing = list(range(n)) if given is None else [i for i, v in enumerate(given) if v is None]
-        vectors = np.zeros((n, self.dimension_), dtype=np.float32)
-        for i in set(range(n)) - set(missing):
-            self._check_width(given[i])  # type: ignore[index]
-            vectors[i] = given[i]  # type: ignore[index]
+        given = _given_vectors(X) or [None] * len(X)
+        vectors = np.zeros((len(given), self.dimension_), dtype=np.float32)
+        present = [i for i, v in enumerate(given) if v is not None]
+        missing = [i for i, v in enumerate(given) if v is None]
+        if present:
+            for i in present:
+                self._check_width(given[i])  # type: ignore[arg-type]
+            vectors[present] = np.stack([given[i] for i in present])  # type: ignore[misc]
         if missing:
             encoder = self._encoder()
-            if encoder.info != self.model_info_:
+            if not encoder.info.same_files(self.model_info_):
                 raise EmbeddingModelError(
                     f"this model was fitted on embeddings of {self.model_info_.describe()}, "
                     f"but the encoder found is {encoder.info.describe()}"

@@ -251,6 +251,9 @@ def test_a_different_encoder_at_prediction_is_refused(sample, tmp_path, model_co
     train, texts = sample
     model = fit_model(train["text"], train["tag"], ModelParams())
     assert model.named_steps["features"].transformer_list[-1][1].model_info_ == DEFAULT_MODEL
+    expected = model.predict(texts[:5])
+    model.set_params(features__embedding__model_dir=model_copy)  # same files, other directory
+    assert list(model.predict(texts[:5])) == list(expected)
     other = tmp_path / "other-minilm"
     other.mkdir()
     (other / "model.onnx").symlink_to(model_copy / "model.onnx")
