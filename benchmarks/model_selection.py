@@ -135,8 +135,13 @@ def measure_cost(
     for threads in (1, 2):
         encoder = Encoder(threads=threads, cache_size=0)
         encoder.embed(texts[:16])  # session and first-run allocations
-        seconds = min(_timed(lambda e=encoder: e.embed(texts)) for _ in range(2))
-        cost[f"embed_ms_per_text_{threads}_threads"] = round(seconds / len(texts) * 1000, 2)
+        runs = [_timed_cpu(lambda e=encoder: e.embed(texts)) for _ in range(3)]
+        cost[f"embed_ms_per_text_{threads}_threads"] = round(
+            min(w for w, _ in runs) / len(texts) * 1000, 2
+        )
+        cost[f"embed_cpu_ms_per_text_{threads}_threads"] = round(
+            min(c for _, c in runs) / len(texts) * 1000, 2
+        )
     cost["quiet"].append(wait_for_quiet("fit"))
     X = model_input(texts, vectors)
     y = features["tag"].tolist()
@@ -161,16 +166,24 @@ def measure_cost(
             latencies[min(len(latencies) - 1, len(latencies) * p // 100)], 2
         )
     cost["single_text_mean_ms"] = round(statistics.fmean(latencies), 2)
-    batch = [*texts, *(t.upper() for t in texts)]  # 1,528 texts, none seen before
+    batch = [*texts, *(t.upper() for t in texts)]  # 1,528 texts (the cache is off)
     cost["quiet"].append(wait_for_quiet("batch"))
-    seconds = _timed(lambda: predict_texts(model, batch))
+    runs = [_timed_cpu(lambda: predict_texts(model, batch)) for _ in range(2)]
     cost["batch_texts"] = len(batch)
-    cost["batch_texts_per_s"] = round(len(batch) / seconds)
+    cost["batch_texts_per_s"] = round(len(batch) / min(w for w, _ in runs))
+    cost["batch_texts_per_cpu_s"] = round(len(batch) / min(c for _, c in runs))
     cost["targets"] = {
         "single_text_p50_ms<=30": cost["single_text_p50_ms"] <= 30,
         "batch_texts_per_s>=300": cost["batch_texts_per_s"] >= 300,
     }
     return cost
+
+
+def _timed_cpu(work: Any) -> tuple[float, float]:
+    """Wall and process CPU seconds of one call."""
+    started, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def _timed(work: Any) -> float:
