@@ -1,10 +1,11 @@
 """Serving speed of the production model: single-text latency (1000 in-process calls of
-``predict_project``, model loaded once) and batch throughput (``predict_texts`` on 20k texts).
-Targets: p50 <= 5 ms, >= 5,000 texts/s.
+``predict_project``, model loaded once) and batch throughput (``predict_texts`` on 2k texts).
+Targets: p50 <= 30 ms, >= 300 texts/s (the model embeds every text it is given).
 
-The production model is what ``tagifai train`` deploys on the shipped data (word + char_wb
-TF-IDF, calibrated linear SVM: the baseline every study starts from). The measurement runs in
-a subprocess (``python -m benchmarks.predict --worker``) so its memory is its own.
+The production model is what ``tagifai train`` deploys on the shipped data (word TF-IDF and
+sentence embeddings, calibrated linear SVM: the baseline every study starts from). The
+measurement runs in a subprocess (``python -m benchmarks.predict --worker``) so its memory is
+its own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ NAME = "predict"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(NAME)
     group.add_argument("--predict-calls", type=int, default=1000)
-    group.add_argument("--predict-batch", type=int, default=20_000)
+    group.add_argument("--predict-batch", type=int, default=2_000)
 
 
 def run(args: argparse.Namespace) -> Any:
@@ -86,11 +87,11 @@ def run(args: argparse.Namespace) -> Any:
         }
     )
     result.targets += [
-        Target("single-text latency p50", report["p50_ms"], 5.0, "ms", note=_latency_note(report)),
+        Target("single-text latency p50", report["p50_ms"], 30.0, "ms", note=_latency_note(report)),
         Target(
             "batch throughput",
             report["batch_texts_per_s"],
-            5000,
+            300,
             "texts/s",
             ">=",
             note=_throughput_note(report),
@@ -142,9 +143,9 @@ def _latency_note(report: dict[str, Any]) -> str:
         "per-call cost (scikit-learn's input validation, FeatureUnion's joblib dispatch), not "
         "arithmetic on one text."
     )
-    if report["p50_ms"] <= 5:
+    if report["p50_ms"] <= 30:
         return text
-    if report["cpu_p50_ms"] <= 5:
+    if report["cpu_p50_ms"] <= 30:
         return (
             "Target missed on wall time only: the machine was shared with other busy "
             f"processes (see load_before/after); {text}"
@@ -153,18 +154,16 @@ def _latency_note(report: dict[str, Any]) -> str:
 
 
 def _throughput_note(report: dict[str, Any]) -> str:
-    if report["batch_texts_per_s"] >= 5000:
+    if report["batch_texts_per_s"] >= 300:
         return ""
-    parts = report["components"]
+    parts = ", ".join(
+        f"{k.removesuffix('_texts_per_cpu_s')} {v}"
+        for k, v in report["components"].items()
+        if k.endswith("_texts_per_cpu_s")
+    )
     return (
-        f"Target missed: even per CPU-second the batch runs at "
-        f"{report['batch_texts_per_cpu_s']:.0f} texts/s on one core. The char_wb (2-5)-gram "
-        f"TF-IDF block ({parts.get('char_nonzeros_per_text')} non-zeros per text) runs at "
-        f"{parts.get('char_texts_per_cpu_s')} texts/CPU-s, the word block at "
-        f"{parts.get('word_texts_per_cpu_s')}, the classifier at "
-        f"{parts.get('classifier_texts_per_cpu_s')}: the char block bounds the rate. "
-        "predict_texts' per-row dict building costs the rest "
-        f"(predict_proba alone: {report['batch_proba_texts_per_s']:.0f} texts/s)."
+        f"Target missed: the batch runs at {report['batch_texts_per_cpu_s']:.0f} texts per "
+        f"CPU-second; texts per CPU-second by block: {parts}. The slowest block bounds the rate."
     )
 
 
@@ -174,7 +173,7 @@ def plot(result: Any, latencies: list[float]) -> None:
     pyplot = plt()
     figure, (hist, bars) = pyplot.subplots(1, 2, figsize=(10, 4), width_ratios=(2, 1))
     figures = result.figures
-    limit = max(5.5, figures["p99_ms"] * 1.5)  # the few slowest calls pile up at the edge
+    limit = max(33.0, figures["p99_ms"] * 1.5)  # the few slowest calls pile up at the edge
     hist.hist([min(x, limit) for x in latencies], bins=60, range=(0, limit), color="#4c72b0")
     for key, color in (("p50_ms", "black"), ("p99_ms", "grey")):
         hist.axvline(figures[key], color=color, linestyle="--", linewidth=1)
@@ -185,15 +184,15 @@ def plot(result: Any, latencies: list[float]) -> None:
             color=color,
             fontsize=8,
         )
-    hist.axvline(5.0, color="red", linewidth=1)
-    hist.text(5.0, hist.get_ylim()[1] * 0.6, " target p50 5 ms", color="red", fontsize=8)
+    hist.axvline(30.0, color="red", linewidth=1)
+    hist.text(30.0, hist.get_ylim()[1] * 0.6, " target p50 30 ms", color="red", fontsize=8)
     hist.set_xlabel("predict_project latency (ms)")
     hist.set_ylabel("calls")
     hist.set_title(f"Single text, {figures['calls']} calls in-process")
     rates = [figures["batch_texts_per_s"], figures["cli_predict_csv_texts_per_s"]]
     bars.bar([0, 1], rates, color=["#4c72b0", "#999999"], width=0.6)
-    bars.axhline(5000, color="red", linestyle="--", linewidth=1)
-    bars.text(1.4, 5000, "target 5,000/s", color="red", fontsize=8, ha="right", va="bottom")
+    bars.axhline(300, color="red", linestyle="--", linewidth=1)
+    bars.text(1.4, 300, "target 300/s", color="red", fontsize=8, ha="right", va="bottom")
     bars.set_xticks([0, 1], ["predict_texts\n(in-process)", "tagifai predict\n--input (CLI)"])
     bars.set_ylabel("texts / s")
     bars.set_title(f"Batch of {figures['batch']:,} texts")
@@ -206,6 +205,7 @@ def plot(result: Any, latencies: list[float]) -> None:
 def worker(calls: int, batch: int, batch_file: Path) -> dict[str, Any]:
     from tagifai import registry
     from tagifai.config import get_settings
+    from tagifai.embeddings import get_encoder
     from tagifai.extract import read_table
     from tagifai.features import build_text
     from tagifai.predict import predict_project, predict_texts
@@ -220,6 +220,11 @@ def worker(calls: int, batch: int, batch_file: Path) -> dict[str, Any]:
     pairs = list(zip(projects["title"].fillna(""), projects["description"].fillna(""), strict=True))
     for title, description in pairs[:20]:  # warm-up: first calls allocate and import lazily
         predict_project(model, title, description)
+    # Every call embeds its text: the 1000 calls cycle through 764 projects, and the encoder's
+    # cache would answer the repeats.
+    encoder = get_encoder()
+    encoder.cache_size = 0
+    encoder.clear_cache()
     latencies, cpu = [], []
     for i in range(calls):
         title, description = pairs[i % len(pairs)]
@@ -252,7 +257,8 @@ def worker(calls: int, batch: int, batch_file: Path) -> dict[str, Any]:
         c0 = time.process_time()
         matrix = transformer.transform(texts)
         components[f"{name}_texts_per_cpu_s"] = round(len(texts) / (time.process_time() - c0))
-        components[f"{name}_nonzeros_per_text"] = round(matrix.nnz / len(texts), 1)
+        nonzeros = matrix.nnz if hasattr(matrix, "nnz") else matrix.size  # dense: embeddings
+        components[f"{name}_nonzeros_per_text"] = round(nonzeros / len(texts), 1)
     features = union.transform(texts)
     c0 = time.process_time()
     classifier.predict_proba(features)
@@ -287,7 +293,7 @@ def _params_of(found: Any) -> str:
 
     client = registry.connect(get_settings())
     params = client.get_run(found.run_id).data.params
-    keys = ("vectorizer", "classifier", "word_ngram_max", "char_weight", "C")
+    keys = ("vectorizer", "classifier", "word_ngram_max", "char_weight", "embedding_weight", "C")
     return ", ".join(f"{k}={params.get(k)}" for k in keys)
 
 
@@ -295,7 +301,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.predict")
     parser.add_argument("--worker", action="store_true", required=True)
     parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=2_000)
     parser.add_argument("--batch-file", type=Path, required=True)
     args = parser.parse_args()
     print(json.dumps(worker(args.calls, args.batch, args.batch_file)))

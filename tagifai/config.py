@@ -95,6 +95,8 @@ class Settings:
     sensor_sources: tuple[SensorSource, ...] = (LandingDir(DEFAULT_LANDING_DIR),)
     # Seconds between two looks of the sensor (a batch without _SUCCESS needs two looks).
     sensor_interval_s: int = 5
+    # A sentence-transformers ONNX export (model.onnx + tokenizer.json); None: the packaged one.
+    embedding_model_dir: Path | None = None
 
     @property
     def tune_batches(self) -> int:
@@ -190,7 +192,13 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         scale_rows=_int(env, "TAGIFAI_SCALE_ROWS", 200_000),
         sensor_sources=parse_sensor_sources(env.get("TAGIFAI_SENSOR_SOURCES") or ""),
         sensor_interval_s=_int(env, "TAGIFAI_SENSOR_INTERVAL", 5),
+        embedding_model_dir=_path(env, "TAGIFAI_EMBEDDING_MODEL_DIR"),
     )
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    raw = (env.get(name) or "").strip()
+    return Path(raw).expanduser().resolve() if raw else None
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:

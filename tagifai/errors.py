@@ -28,3 +28,7 @@ class FeatureStoreError(TagifaiError):
 
 class ModelNotFoundError(TagifaiError):
     """No model (or no production model) exists yet."""
+
+
+class EmbeddingModelError(TagifaiError):
+    """The sentence-embedding model is missing, altered, unreadable or not the one expected."""

@@ -1,17 +1,28 @@
-"""The model: a scikit-learn Pipeline of TF-IDF (or hashing) vectorisers and a linear classifier."""
+"""The model: a scikit-learn Pipeline of feature blocks and a linear classifier.
+
+The blocks are TF-IDF (or hashing) vectorisers of the text and, optionally, its sentence
+embedding. A fitted model takes either a list of texts, which it embeds itself
+(:mod:`tagifai.embeddings`), or a frame from :func:`model_input` with ``text`` and precomputed
+``embedding`` columns (training with the feature store's vectors): one object serves both.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
 from tagifai.config import SEED
+from tagifai.embeddings import EmbeddingModelInfo, get_encoder
+from tagifai.errors import EmbeddingModelError
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +37,8 @@ class ModelParams:
     word_ngram_max: int = 2
     char_ngram_min: int = 2
     char_ngram_max: int = 5
-    char_weight: float = 1.0  # 0 turns the char_wb block off
+    char_weight: float = 0.0  # 0 turns the char_wb block off
+    embedding_weight: float = 1.0  # 0 turns the sentence-embedding block off
     min_df: int = 1
     sublinear_tf: bool = True
     classifier: Classifier = "svm"
@@ -46,6 +58,129 @@ class ModelParams:
         return cls(**values)
 
 
+ModelInput = pd.DataFrame | pd.Series | Sequence[str]
+
+
+def model_input(
+    texts: Sequence[str] | pd.Series, embeddings: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The frame a model takes: ``text`` and, when computed beforehand, ``embedding`` vectors."""
+    frame = pd.DataFrame({"text": [str(t) for t in texts]})
+    if embeddings is not None:
+        vectors = np.asarray(embeddings, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(frame):
+            raise ValueError(f"embeddings of shape {vectors.shape} for {len(frame)} texts")
+        frame["embedding"] = list(vectors)
+    return frame
+
+
+def texts_of(X: ModelInput) -> list[str]:
+    """The texts of a model input: a sequence of strings, or a frame's ``text`` column."""
+    if isinstance(X, str):
+        raise TypeError("a model takes a list of texts, not one string")
+    if isinstance(X, pd.DataFrame):
+        if "text" not in X.columns:
+            raise ValueError(f"model input has no 'text' column: {list(X.columns)}")
+        X = X["text"]
+    return ["" if t is None else str(t) for t in X]
+
+
+def _as_input(X: ModelInput) -> pd.DataFrame | list[str]:
+    return X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else texts_of(X)
+
+
+class TextColumn(TransformerMixin, BaseEstimator):
+    """Selects the texts of the model input for the vectorisers."""
+
+    def fit(self, X: ModelInput, y: Any = None) -> TextColumn:
+        return self
+
+    def transform(self, X: ModelInput) -> list[str]:
+        return texts_of(X)
+
+
+# Precomputed vectors must be the encoder's own: cosine at least this on a spot check
+# (the same model on another CPU differs by ~1e-7; fp32 against int8 weights by ~5e-4).
+SAME_VECTOR_COSINE = 1 - 1e-4
+
+
+class SentenceEmbeddings(TransformerMixin, BaseEstimator):
+    """The sentence-embedding block: the input's ``embedding`` column when it has one,
+    otherwise (and for rows without a vector) the texts embedded by the encoder.
+
+    Fitting records the encoder's identity (model id and checksums); transforming with a
+    different encoder raises :class:`EmbeddingModelError`. The encoder (an onnxruntime
+    session) is looked up per process and never pickled with the model.
+    """
+
+    def __init__(
+        self, model_dir: Path | None = None, threads: int | None = None, spot_check: int = 2
+    ) -> None:
+        self.model_dir = model_dir
+        self.threads = threads
+        self.spot_check = spot_check
+
+    def _encoder(self) -> Any:
+        return get_encoder(self.model_dir, self.threads)
+
+    def fit(self, X: ModelInput, y: Any = None) -> SentenceEmbeddings:
+        encoder = self._encoder()
+        self.model_info_: EmbeddingModelInfo = encoder.info
+        self.dimension_: int = encoder.dimension
+        given = _given_vectors(X)
+        if given is not None:
+            rows = [i for i, v in enumerate(given) if v is not None][: self.spot_check]
+            if rows:
+                self._check_width(given[rows[0]])
+                texts = texts_of(X)
+                fresh = encoder.embed([texts[i] for i in rows])
+                supplied = np.stack([given[i] for i in rows]).astype(np.float32)
+                cosine = float((fresh * supplied).sum(axis=1).min())
+                if cosine < SAME_VECTOR_COSINE:
+                    raise EmbeddingModelError(
+                        f"the input's embeddings were not made by {self.model_info_.describe()}: "
+                        f"cosine {cosine:.4f} with its own vectors of the same texts"
+                    )
+        return self
+
+    def _check_width(self, vector: np.ndarray) -> None:
+        if np.shape(vector) != (self.dimension_,):
+            raise EmbeddingModelError(
+                f"embedding of shape {np.shape(vector)}; {self.model_info_.model_id} "
+                f"gives ({self.dimension_},)"
+            )
+
+    def transform(self, X: ModelInput) -> np.ndarray:
+        given = _given_vectors(X) or [None] * len(X)
+        vectors = np.zeros((len(given), self.dimension_), dtype=np.float32)
+        present = [i for i, v in enumerate(given) if v is not None]
+        missing = [i for i, v in enumerate(given) if v is None]
+        if present:
+            for i in present:
+                self._check_width(given[i])  # type: ignore[arg-type]
+            vectors[present] = np.stack([given[i] for i in present])  # type: ignore[misc]
+        if missing:
+            encoder = self._encoder()
+            if not encoder.info.same_files(self.model_info_):
+                raise EmbeddingModelError(
+                    f"this model was fitted on embeddings of {self.model_info_.describe()}, "
+                    f"but the encoder found is {encoder.info.describe()}"
+                )
+            texts = texts_of(X)
+            vectors[missing] = encoder.embed([texts[i] for i in missing])
+        return vectors
+
+
+def _given_vectors(X: ModelInput) -> list[np.ndarray | None] | None:
+    """The frame's ``embedding`` column as a list (None for a row without one), else None."""
+    if not isinstance(X, pd.DataFrame) or "embedding" not in X.columns:
+        return None
+    return [
+        None if v is None or (np.ndim(v) == 0 and pd.isna(v)) else np.asarray(v)
+        for v in X["embedding"]
+    ]
+
+
 def _vectorizers(params: ModelParams) -> list[tuple[str, Any]]:
     from sklearn.feature_extraction.text import (
         HashingVectorizer,
@@ -63,15 +198,20 @@ def _vectorizers(params: ModelParams) -> list[tuple[str, Any]]:
                 norm=None,
             )
             return Pipeline(
-                [("hash", hashing), ("tfidf", TfidfTransformer(sublinear_tf=params.sublinear_tf))]
+                [
+                    ("text", TextColumn()),
+                    ("hash", hashing),
+                    ("tfidf", TfidfTransformer(sublinear_tf=params.sublinear_tf)),
+                ]
             )
-        return TfidfVectorizer(
+        tfidf = TfidfVectorizer(
             analyzer=analyzer,
             ngram_range=ngram_range,
             min_df=params.min_df,
             sublinear_tf=params.sublinear_tf,
             dtype=np.float32,
         )
+        return Pipeline([("text", TextColumn()), ("tfidf", tfidf)])
 
     blocks = [("word", make("word", (1, params.word_ngram_max)))]
     if params.char_weight > 0:
@@ -99,12 +239,19 @@ def _classifier(params: ModelParams, seed: int) -> Any:
     return CalibratedClassifierCV(svm, cv=3, method="sigmoid", ensemble=False)
 
 
-def build_pipeline(params: ModelParams, seed: int = SEED) -> Pipeline:
-    """Vectoriser(s) + linear classifier for these parameters."""
+def build_pipeline(
+    params: ModelParams, seed: int = SEED, embedding_model_dir: Path | None = None
+) -> Pipeline:
+    """Feature blocks + linear classifier for these parameters.
+
+    ``embedding_model_dir`` is the encoder the embedding block uses (None: the packaged default).
+    """
     from sklearn.pipeline import FeatureUnion
 
     blocks = _vectorizers(params)
-    weights = {"word": 1.0, "char": params.char_weight}
+    weights = {"word": 1.0, "char": params.char_weight, "embedding": params.embedding_weight}
+    if params.embedding_weight > 0:
+        blocks.append(("embedding", SentenceEmbeddings(model_dir=embedding_model_dir)))
     union = FeatureUnion(blocks, transformer_weights={name: weights[name] for name, _ in blocks})
     return Pipeline([("features", union), ("classifier", _classifier(params, seed))])
 
@@ -119,32 +266,42 @@ class CVResult:
 
 
 def fit_model(
-    texts: pd.Series | list[str],
+    X: ModelInput,
     labels: pd.Series | list[str],
     params: ModelParams,
     seed: int = SEED,
+    embedding_model_dir: Path | None = None,
 ) -> Pipeline:
-    """Fit a fresh pipeline and log how long it took."""
+    """Fit a fresh pipeline on texts (or a :func:`model_input` frame) and log how long it took."""
     started = time.perf_counter()
-    model = build_pipeline(params, seed).fit(list(texts), list(labels))
+    model = build_pipeline(params, seed, embedding_model_dir).fit(_as_input(X), list(labels))
     logger.info(
         "fitted %s on %d texts in %.2f s",
         params.classifier,
-        len(texts),
+        len(X),
         time.perf_counter() - started,
     )
     return model
 
 
 def cross_validate(
-    texts: pd.Series, labels: pd.Series, params: ModelParams, folds: int = 5, seed: int = SEED
+    X: ModelInput,
+    labels: pd.Series,
+    params: ModelParams,
+    folds: int = 5,
+    seed: int = SEED,
+    embedding_model_dir: Path | None = None,
 ) -> CVResult:
     """Stratified k-fold weighted F1 of fresh pipelines (train+val only, never test)."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_score(
-        build_pipeline(params, seed), list(texts), list(labels), cv=cv, scoring="f1_weighted"
+        build_pipeline(params, seed, embedding_model_dir),
+        _as_input(X),
+        list(labels),
+        cv=cv,
+        scoring="f1_weighted",
     )
     return CVResult(
         mean=float(scores.mean()), std=float(scores.std()), scores=tuple(float(s) for s in scores)

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from tagifai.config import SEARCH_SPACES, SEED, Settings
 from tagifai.data import sample_rows
-from tagifai.train import ModelParams, build_pipeline
+from tagifai.train import ModelInput, ModelParams, build_pipeline, model_input
 
 if TYPE_CHECKING:
     import optuna
@@ -28,9 +29,11 @@ SearchSpace = Literal["default", "weak", "scale"]
 RUNGS: tuple[float, ...] = (0.34, 0.67, 1.0)
 
 
-# The untuned baseline, as the first trial of every new default study: tuning can only beat it.
+# The untuned baseline (ModelParams()), as the first trial of every new default study: tuning
+# can only beat it.
 BASELINE_TRIAL: dict[str, Any] = {
-    "char_weight": 1.0,
+    "embedding_weight": 1.0,
+    "char_weight": 0.0,
     "word_ngram_max": 2,
     "char_ngram_min": 2,
     "char_ngram_max": 5,
@@ -53,7 +56,9 @@ def resolve_space(space: str, n_rows: int, settings: Settings) -> SearchSpace:
 def default_params(space: SearchSpace) -> ModelParams:
     """What an untuned run fits: the TF-IDF baseline, or hashing + SGD at scale."""
     if space == "scale":
-        return ModelParams(vectorizer="hashing", char_weight=0.0, classifier="sgd", C=1.0)
+        return ModelParams(
+            vectorizer="hashing", char_weight=0.0, embedding_weight=0.0, classifier="sgd", C=1.0
+        )
     return ModelParams()
 
 
@@ -67,6 +72,7 @@ def suggest_params(trial: optuna.Trial, space: SearchSpace = "default") -> Model
         return ModelParams(
             word_ngram_max=1,
             char_weight=0.0,
+            embedding_weight=0.0,
             min_df=trial.suggest_int("min_df", 8, 15),
             classifier="sgd",
             C=trial.suggest_float("C", 1e-4, 1e-3, log=True),
@@ -77,16 +83,20 @@ def suggest_params(trial: optuna.Trial, space: SearchSpace = "default") -> Model
             vectorizer="hashing",
             word_ngram_max=trial.suggest_int("word_ngram_max", 1, 2),
             char_weight=0.0,
+            embedding_weight=0.0,
             classifier="sgd",
             C=trial.suggest_float("C", 0.05, 20.0, log=True),
             class_weight=trial.suggest_categorical("class_weight", ["balanced", None]),
         )
+    # Weights below 0.1 turn a block off: the space holds models with and without each block.
+    embedding_weight = trial.suggest_float("embedding_weight", 0.0, 2.0)
     char_weight = trial.suggest_float("char_weight", 0.0, 1.5)
     return ModelParams(
         word_ngram_max=trial.suggest_int("word_ngram_max", 1, 3),
         char_ngram_min=trial.suggest_int("char_ngram_min", 1, 3),
         char_ngram_max=trial.suggest_int("char_ngram_max", 3, 6),
         char_weight=0.0 if char_weight < 0.1 else char_weight,
+        embedding_weight=0.0 if embedding_weight < 0.1 else embedding_weight,
         min_df=trial.suggest_int("min_df", 1, 3),
         classifier=trial.suggest_categorical("classifier", ["svm", "logreg", "sgd"]),
         C=trial.suggest_float("C", 0.05, 50.0, log=True),
@@ -96,27 +106,37 @@ def suggest_params(trial: optuna.Trial, space: SearchSpace = "default") -> Model
 
 @dataclass(frozen=True)
 class TuneData:
-    """What a trial needs: the train and validation texts and labels (never the test split)."""
+    """What a trial needs: the train and validation inputs and labels (never the test split).
 
-    X_train: list[str]
+    Inputs are texts, or :func:`tagifai.train.model_input` frames when the features carry
+    precomputed ``embedding`` vectors.
+    """
+
+    X_train: ModelInput
     y_train: list[str]
-    X_val: list[str]
+    X_val: ModelInput
     y_val: list[str]
 
     @classmethod
     def from_frames(
         cls, train: pd.DataFrame, val: pd.DataFrame, max_rows: int | None = None
     ) -> TuneData:
-        """Train and val texts; with ``max_rows``, stratified samples (val gets half)."""
+        """Train and val inputs; with ``max_rows``, stratified samples (val gets half)."""
         if max_rows is not None:
             train = sample_rows(train, max_rows)
             val = sample_rows(val, max(max_rows // 2, 1))
         return cls(
-            X_train=train["text"].tolist(),
+            X_train=_inputs(train),
             y_train=train["tag"].tolist(),
-            X_val=val["text"].tolist(),
+            X_val=_inputs(val),
             y_val=val["tag"].tolist(),
         )
+
+
+def _inputs(frame: pd.DataFrame) -> ModelInput:
+    if "embedding" not in frame.columns:
+        return frame["text"].tolist()
+    return model_input(frame["text"], np.stack(frame["embedding"].to_numpy()))
 
 
 def objective(trial: optuna.Trial, data: TuneData, space: SearchSpace = "default") -> float:

@@ -19,6 +19,12 @@ def test_defaults():
     assert settings.max_tune_rows == 50_000
 
 
+def test_embedding_model_dir_is_optional(tmp_path):
+    assert get_settings({}).embedding_model_dir is None  # the packaged model
+    settings = get_settings({"TAGIFAI_EMBEDDING_MODEL_DIR": f" {tmp_path} "})
+    assert settings.embedding_model_dir == tmp_path
+
+
 def test_tuning_batches_follow_the_worker_processes():
     assert get_settings({}).tune_batches == 1  # threads: trials do not overlap under the GIL
     assert get_settings({"TAGIFAI_DASK_PROCESSES": "1"}).tune_batches == 2

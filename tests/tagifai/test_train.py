@@ -18,11 +18,22 @@ def test_hashing_vectorizer_variant(shipped_features):
     assert model.predict(["semantic segmentation of images"])[0] == "computer-vision"
 
 
-def test_char_block_is_optional():
-    with_char = build_pipeline(ModelParams(char_weight=0.5))
-    without = build_pipeline(ModelParams(char_weight=0.0))
-    assert [n for n, _ in with_char.named_steps["features"].transformer_list] == ["word", "char"]
-    assert [n for n, _ in without.named_steps["features"].transformer_list] == ["word"]
+@pytest.mark.parametrize(
+    ("char_weight", "embedding_weight", "blocks"),
+    [
+        (0.5, 1.0, ["word", "char", "embedding"]),
+        (0.5, 0.0, ["word", "char"]),
+        (0.0, 1.0, ["word", "embedding"]),
+        (0.0, 0.0, ["word"]),
+    ],
+)
+def test_char_and_embedding_blocks_are_optional(char_weight, embedding_weight, blocks):
+    params = ModelParams(char_weight=char_weight, embedding_weight=embedding_weight)
+    union = build_pipeline(params).named_steps["features"]
+    assert [name for name, _ in union.transformer_list] == blocks
+    assert union.transformer_weights["embedding" if embedding_weight else "word"] == (
+        embedding_weight or 1.0
+    )
 
 
 def test_params_round_trip_and_reject_unknown():

@@ -45,6 +45,24 @@ def test_scale_space_is_hashing_and_sgd_only():
     assert {p.class_weight for p in drawn} == {"balanced", None}
 
 
+def test_baseline_trial_is_the_default_model():
+    from tagifai.tune import BASELINE_TRIAL
+
+    study = optuna.create_study()
+    study.enqueue_trial(BASELINE_TRIAL)
+    assert suggest_params(study.ask(), "default") == ModelParams()
+    assert ModelParams().embedding_weight > 0
+
+
+@pytest.mark.parametrize("space", ["weak", "scale"])
+def test_weak_and_scale_spaces_never_embed(space):
+    from tagifai.tune import default_params
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert all(suggest_params(study.ask(), space).embedding_weight == 0 for _ in range(20))
+    assert default_params("scale").embedding_weight == 0
+
+
 def test_study_is_shared_and_persisted(tmp_path, tune_data):
     settings = settings_for(tmp_path)
     seen = []
