@@ -1,4 +1,5 @@
-"""Feast definitions for tagifai: one entity (a project) and one feature view (text, tag).
+"""Feast definitions for tagifai: one entity (a project) and one feature view (text, its
+sentence embedding, tag).
 
 Declarations only: nothing is read, computed or timed when this module is imported.
 ``tagifai.store`` loads this file by path and applies every Feast object it defines.
@@ -7,7 +8,7 @@ Declarations only: nothing is read, computed or timed when this module is import
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource, ValueType
-from feast.types import Int64, String
+from feast.types import Array, Float32, Int64, String
 
 # Relative to the store's repo_path, i.e. the stores directory (see feature_store.yaml):
 # the Parquet file that tagifai's feature step writes to ``settings.features_dir``.
@@ -32,7 +33,7 @@ project_source = FileSource(
     path=FEATURES_PATH,
     timestamp_field="created_on",
     created_timestamp_column="feature_created_at",
-    description="Cleaned text and raw tag per project, written by tagifai's feature step.",
+    description="Cleaned text, its embedding and the tag per project (tagifai's feature step).",
 )
 
 project_features = FeatureView(
@@ -42,9 +43,12 @@ project_features = FeatureView(
     schema=[
         Field(name="id", dtype=Int64),
         Field(name="text", dtype=String),
+        # all-MiniLM-L6-v2 of the text (384 floats, unit length), computed once per text by
+        # the DataOps embedding step; empty at sizes where the model does without it.
+        Field(name="embedding", dtype=Array(Float32)),
         Field(name="tag", dtype=String),
     ],
     source=project_source,
     online=True,
-    description="Model inputs (text) and label (tag) per project.",
+    description="Model inputs (text, embedding) and label (tag) per project.",
 )

@@ -1,11 +1,14 @@
 """DataOps: extract_data >> [validate_projects, validate_tags] >> publish_snapshot
->> compute_features >> cache_to_feature_store >> (event) tagifai.snapshot.published.
+>> compute_features >> [embed_texts ...] >> publish_features >> cache_to_feature_store
+>> (event) tagifai.snapshot.published.
 
 Each task is a thin wrapper over one :mod:`tagifai.steps` function; retries live in the
 decorators. Settings are read once, when the flow run starts, and passed to every task.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import State, flow, get_client, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -18,7 +21,7 @@ from tagifai import steps
 from tagifai.config import SNAPSHOT_LABEL, Settings, get_settings
 from tagifai.errors import DataSourceError
 from tagifai.extract import Snapshot, discard_staged, is_announced, mark_announced
-from tagifai.features import FeatureSet
+from tagifai.features import FeatureSet, StagedFeatures
 from tagifai.reporting import dataops_markdown, failed_expectation_rows
 from tagifai.store import MaterializeReport
 from tagifai.validation import ValidationReport, data_docs_url, raise_for_failures
@@ -60,9 +63,21 @@ def publish_snapshot(settings: Settings, staged: Snapshot, source: dict[str, str
 
 
 @task
-def compute_features(settings: Settings, snapshot: Snapshot) -> FeatureSet:
-    """Write the snapshot's features: the feature store's offline source."""
+def compute_features(settings: Settings, snapshot: Snapshot) -> StagedFeatures:
+    """Stage the snapshot's features; partitions of the texts not embedded before."""
     return steps.compute_features(settings, snapshot)
+
+
+@task
+def embed_texts(settings: Settings, todo: Path) -> Path:
+    """Sentence vectors of one partition of texts (all-MiniLM-L6-v2, ONNX)."""
+    return steps.embed_texts(settings, todo)
+
+
+@task
+def publish_features(settings: Settings, staged: StagedFeatures, vectors: list[Path]) -> FeatureSet:
+    """Fill in the vectors; make the features the feature store's offline source."""
+    return steps.publish_features(settings, staged, vectors)
 
 
 @task(retries=2, retry_delay_seconds=5)
@@ -98,7 +113,11 @@ def dataops(projects_uri: str | None = None, tags_uri: str | None = None) -> obj
         publish_validation(settings, reports, rejected | summary)
         raise_for_failures(reports)
         snapshot = publish_snapshot.submit(settings, staged, source).result()
-        feature_set = compute_features.submit(settings, snapshot).result()
+        staged_features = compute_features.submit(settings, snapshot).result()
+        # One task per partition of new texts, side by side on the Dask workers.
+        embedded = [embed_texts.submit(settings, todo) for todo in staged_features.todo]
+        vectors = [future.result() for future in embedded]
+        feature_set = publish_features.submit(settings, staged_features, vectors).result()
     finally:
         discard_staged(staged)
     materialized = cache_to_feature_store.submit(settings, feature_set).result()

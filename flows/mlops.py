@@ -1,4 +1,5 @@
-"""MLOps: extract_features >> optimization >> train_model >> evaluate_model >> decide,
+"""MLOps: extract_features >> optimization >> train_model >> evaluate_model >> model_card
+>> decide,
 where ``decide`` runs exactly one branch:
 improved >> [set_monitoring_references, deploy_model, notify_teams];
 regressed >> [notify_teams, file_report].
@@ -133,6 +134,20 @@ def evaluate_model(
 
 
 @task
+def model_card(
+    settings: Settings, trained: TrainedModel, evaluation: Evaluation, snapshot: str
+) -> Path:
+    """The version's model card: data, embedding model, CV, test, checks, training time."""
+    path = steps.write_model_card(settings, trained, evaluation, snapshot)
+    create_markdown_artifact(
+        key="model-card",
+        markdown=path.read_text(),
+        description=f"Model card of tagifai v{trained.version}",
+    )
+    return path
+
+
+@task
 def set_monitoring_references(settings: Settings, version: int, data_path: Path) -> Path:
     """Reference distributions (labels, text length, confidence) for drift checks."""
     return steps.set_monitoring_references(settings, version, data_path)
@@ -247,6 +262,7 @@ def mlops(
         params = summarize_study.submit(settings, study_name).result().best_params
     trained = train_model.submit(settings, data_path, params, snapshot).result()
     evaluation = evaluate_model.submit(settings, data_path, trained.version, rule).result()
+    model_card.submit(settings, trained, evaluation, snapshot).result()
     outcome = decide(evaluation, data_path, rule, key)
     return {
         "snapshot": snapshot,

@@ -91,6 +91,8 @@ class Settings:
     max_tune_rows: int = 50_000
     max_cv_rows: int = 100_000
     scale_rows: int = 200_000
+    # Cross-validation (model selection and the reported CV) repeats 5-fold CV this often.
+    cv_repeats: int = 3
     # What the data-arrival sensor watches (TAGIFAI_SENSOR_SOURCES).
     sensor_sources: tuple[SensorSource, ...] = (LandingDir(DEFAULT_LANDING_DIR),)
     # Seconds between two looks of the sensor (a batch without _SUCCESS needs two looks).
@@ -190,6 +192,7 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         max_tune_rows=_int(env, "TAGIFAI_MAX_TUNE_ROWS", 50_000),
         max_cv_rows=_int(env, "TAGIFAI_MAX_CV_ROWS", 100_000),
         scale_rows=_int(env, "TAGIFAI_SCALE_ROWS", 200_000),
+        cv_repeats=_int(env, "TAGIFAI_CV_REPEATS", 3),
         sensor_sources=parse_sensor_sources(env.get("TAGIFAI_SENSOR_SOURCES") or ""),
         sensor_interval_s=_int(env, "TAGIFAI_SENSOR_INTERVAL", 5),
         embedding_model_dir=_path(env, "TAGIFAI_EMBEDDING_MODEL_DIR"),

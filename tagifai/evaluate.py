@@ -116,13 +116,18 @@ SLICES: dict[str, Callable[[str, str], bool]] = {
 
 
 def evaluate_model(
-    model: TextClassifier, texts: Sequence[str], y_true: Sequence[str], with_checks: bool = True
+    model: TextClassifier, X: Any, y_true: Sequence[str], with_checks: bool = True
 ) -> EvaluationReport:
-    """Score ``model`` on one split (the test split, used once per candidate)."""
+    """Score ``model`` on one split (the test split, used once per candidate).
+
+    ``X`` is a model input: a list of texts, or a frame of texts and their vectors.
+    """
     from sklearn.metrics import confusion_matrix
 
-    texts, y_true = list(texts), list(y_true)
-    y_pred = list(model.predict(texts))
+    from tagifai.train import texts_of
+
+    texts, y_true = texts_of(X), list(y_true)
+    y_pred = list(model.predict(X))
     overall, per_class = compute_metrics(y_true, y_pred)
     slices: dict[str, ClassMetrics] = {}
     for name, in_slice in SLICES.items():

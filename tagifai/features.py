@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tagifai import files
@@ -52,6 +55,8 @@ def compute_features(labelled: pd.DataFrame, computed_at: datetime | None = None
 
 
 FEATURES_FILE = "features.parquet"
+EMBEDDING = "embedding"
+TODO_ROWS = 2_000  # texts per embedding task: ~20 s on one thread
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,21 @@ class FeatureSet:
     path: Path
     rows: int
     changed: bool
+    # The sentence-embedding model whose vectors the ``embedding`` column holds (None: the
+    # column is empty, at sizes where the model does without embeddings).
+    embedding_model: str | None = None
+
+
+@dataclass(frozen=True)
+class StagedFeatures:
+    """A snapshot's features before publication, and the texts still to embed."""
+
+    snapshot_id: str
+    path: Path
+    rows: int
+    todo: tuple[Path, ...]
+    embedding_model: str | None
+    published: FeatureSet | None = None  # the live features already are this snapshot's
 
 
 def features_path(settings: Settings) -> Path:
@@ -74,22 +94,110 @@ def current_feature_set(settings: Settings) -> FeatureSet | None:
     if not manifest.exists():
         return None
     data = json.loads(manifest.read_text())
-    return FeatureSet(data["snapshot_id"], features_path(settings), data["rows"], changed=False)
+    return FeatureSet(
+        data["snapshot_id"],
+        features_path(settings),
+        data["rows"],
+        changed=False,
+        embedding_model=data.get("embedding_model"),
+    )
 
 
-def write_features(settings: Settings, snapshot: Snapshot) -> FeatureSet:
-    """Compute the snapshot's features and replace the offline source atomically.
+def embeds_at(settings: Settings, rows: int) -> bool:
+    """Whether features of this many rows carry sentence embeddings: up to
+    ``settings.scale_rows``, where ``auto`` picks the embedding model; beyond, the scale model
+    (hashing + SGD) does without, and embedding every text would cost hours on a few cores."""
+    return rows <= settings.scale_rows
 
-    A no-op when the features on disk already come from this snapshot.
-    """
+
+def stage_features(settings: Settings, snapshot: Snapshot) -> StagedFeatures:
+    """Compute the snapshot's features under ``features/staging``; vectors of texts the live
+    features already embedded (same text, same model) are reused, and the rest are cut into
+    partitions to embed. Nothing to do when the live features are this snapshot's."""
+    from tagifai.embeddings import get_encoder
+
     current = current_feature_set(settings)
     if current is not None and current.snapshot_id == snapshot.id and current.path.exists():
-        return current
+        return StagedFeatures(
+            snapshot.id, current.path, current.rows, (), current.embedding_model, current
+        )
     labelled = join_labelled(read_parquet(snapshot.projects_path), read_parquet(snapshot.tags_path))
     features = compute_features(labelled)
+    staging = settings.features_dir / "staging" / snapshot.id
+    model = None
+    todo: list[Path] = []
+    if embeds_at(settings, len(features)):
+        model = get_encoder(settings.embedding_model_dir).info.describe()
+        known = _known_vectors(current, model)
+        features[EMBEDDING] = features["text"].map(known)
+        missing = features.loc[features[EMBEDDING].isna(), "text"].drop_duplicates()
+        for number, start in enumerate(range(0, len(missing), TODO_ROWS)):
+            part = staging / f"todo-{number:04d}.parquet"
+            with files.replacing(part) as tmp:
+                missing.iloc[start : start + TODO_ROWS].to_frame().to_parquet(tmp, index=False)
+            todo.append(part)
+    else:
+        features[EMBEDDING] = None
+    path = staging / FEATURES_FILE
+    with files.replacing(path) as tmp:
+        features.to_parquet(tmp, index=False)
+    return StagedFeatures(snapshot.id, path, len(features), tuple(todo), model)
+
+
+def _known_vectors(current: FeatureSet | None, model: str) -> dict[str, np.ndarray]:
+    """Text -> vector from the live features, when the same model embedded them."""
+    if current is None or current.embedding_model != model or not current.path.exists():
+        return {}
+    known = pd.read_parquet(current.path, columns=["text", EMBEDDING]).dropna()
+    return dict(zip(known["text"], known[EMBEDDING], strict=True))
+
+
+def embed_todo(settings: Settings, todo: Path, threads: int | None = 1) -> Path:
+    """Embed one partition of texts; writes ``<todo>.vectors.parquet`` (text, embedding)."""
+    from tagifai.embeddings import get_encoder
+
+    texts = pd.read_parquet(todo)["text"]
+    vectors = get_encoder(settings.embedding_model_dir, threads).embed(texts.tolist())
+    path = todo.with_suffix(".vectors.parquet")
+    with files.replacing(path) as tmp:
+        pd.DataFrame({"text": texts, EMBEDDING: list(vectors)}).to_parquet(tmp, index=False)
+    return path
+
+
+def publish_features(
+    settings: Settings, staged: StagedFeatures, vectors: Sequence[Path] = ()
+) -> FeatureSet:
+    """Fill in the new vectors and make the staged features the offline source (atomically)."""
+    if staged.published is not None:
+        return staged.published
+    features = pd.read_parquet(staged.path)
+    if vectors:
+        fresh = pd.concat([pd.read_parquet(path) for path in vectors], ignore_index=True)
+        new = dict(zip(fresh["text"], fresh[EMBEDDING], strict=True))
+        missing = features[EMBEDDING].isna()
+        features.loc[missing, EMBEDDING] = features.loc[missing, "text"].map(new)
+    if staged.embedding_model is not None and features[EMBEDDING].isna().any():
+        raise ValueError(f"{int(features[EMBEDDING].isna().sum())} texts have no embedding")
     target = features_path(settings)
     with files.replacing(target) as tmp:
         features.to_parquet(tmp, index=False)
-    manifest = {"snapshot_id": snapshot.id, "rows": len(features)}
+    manifest = {
+        "snapshot_id": staged.snapshot_id,
+        "rows": len(features),
+        "embedding_model": staged.embedding_model,
+    }
     files.write_json(settings.features_dir / "manifest.json", manifest)
-    return FeatureSet(snapshot.id, target, len(features), changed=True)
+    shutil.rmtree(staged.path.parent, ignore_errors=True)
+    return FeatureSet(
+        staged.snapshot_id,
+        target,
+        len(features),
+        changed=True,
+        embedding_model=staged.embedding_model,
+    )
+
+
+def write_features(settings: Settings, snapshot: Snapshot) -> FeatureSet:
+    """Compute, embed (in this process) and publish a snapshot's features in one call."""
+    staged = stage_features(settings, snapshot)
+    return publish_features(settings, staged, [embed_todo(settings, t, None) for t in staged.todo])

@@ -25,9 +25,11 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
 
 def compute_references(model: Any, features: pd.DataFrame) -> dict[str, Any]:
     """Label distribution, text-length statistics and prediction confidence on ``features``."""
+    from tagifai.train import inputs_of
+
     texts = features["text"].tolist()
     lengths = np.array([len(t.split()) for t in texts], dtype=float)
-    confidence = model.predict_proba(texts).max(axis=1)
+    confidence = model.predict_proba(inputs_of(features)).max(axis=1)
     labels = features["tag"].value_counts(normalize=True).round(4).sort_index()
     return {
         "rows": len(features),

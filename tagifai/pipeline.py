@@ -52,7 +52,9 @@ def run_dataops(
         on_step("validate")
         source = {"projects": projects_uri, "tags": tags_uri}
         snapshot = steps.publish_snapshot(settings, staged, source)
-        feature_set = steps.compute_features(settings, snapshot)
+        staged_features = steps.compute_features(settings, snapshot)
+        vectors = [steps.embed_texts(settings, todo, None) for todo in staged_features.todo]
+        feature_set = steps.publish_features(settings, staged_features, vectors)
         on_step("features")
     finally:
         extract.discard_staged(staged)
@@ -97,6 +99,8 @@ def run_mlops(
     trained = steps.train_model(settings, data_path, params, tags or {})
     on_step("train")
     evaluation = steps.evaluate_model(settings, data_path, trained.version, rule)
+    snapshot = (tags or {}).get("snapshot_id", data_path.stem)  # or the sources' content id
+    steps.write_model_card(settings, trained, evaluation, snapshot)
     on_step("evaluate")
     deployed, reason = decide(settings, evaluation, data_path, rule)
     on_step("decide")

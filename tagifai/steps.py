@@ -31,8 +31,8 @@ from tagifai.config import Settings
 from tagifai.data import Split, join_labelled, sample_rows, split_data
 from tagifai.evaluate import Decision, EvaluationReport, ImprovementRule, is_improved
 from tagifai.extract import Snapshot
-from tagifai.features import FeatureSet
-from tagifai.train import CVResult, ModelParams, cross_validate, fit_model
+from tagifai.features import FeatureSet, StagedFeatures
+from tagifai.train import CVResult, ModelParams, cross_validate, fit_model, inputs_of
 
 if TYPE_CHECKING:  # imported where used: GX, Feast and Optuna take seconds to import
     from tagifai.notify import Delivery
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # imported where used: GX, Feast and Optuna take seconds to i
 
 logger = logging.getLogger(__name__)
 
-TRAINING_COLUMNS: tuple[str, ...] = ("id", "event_timestamp", "text", "tag")
+TRAINING_COLUMNS: tuple[str, ...] = ("id", "event_timestamp", "text", "embedding", "tag")
 
 # --- DataOps ---------------------------------------------------------------------------------
 
@@ -78,9 +78,21 @@ def publish_snapshot(settings: Settings, staged: Snapshot, source: dict[str, str
     return extract.publish_snapshot(settings, staged, source)
 
 
-def compute_features(settings: Settings, snapshot: Snapshot) -> FeatureSet:
-    """Write the snapshot's features (the feature store's offline source)."""
-    return features.write_features(settings, snapshot)
+def compute_features(settings: Settings, snapshot: Snapshot) -> StagedFeatures:
+    """Stage the snapshot's features; vectors of texts embedded before are reused, and the
+    texts still to embed are cut into partitions (``staged.todo``)."""
+    return features.stage_features(settings, snapshot)
+
+
+def embed_texts(settings: Settings, todo: Path, threads: int | None = 1) -> Path:
+    """Sentence vectors of one partition of texts (onnxruntime releases the GIL: partitions
+    run side by side on the workers' threads or processes)."""
+    return features.embed_todo(settings, todo, threads)
+
+
+def publish_features(settings: Settings, staged: StagedFeatures, vectors: list[Path]) -> FeatureSet:
+    """Fill in the new vectors and make the features the feature store's offline source."""
+    return features.publish_features(settings, staged, vectors)
 
 
 def cache_to_feature_store(settings: Settings, feature_set: FeatureSet) -> MaterializeReport:
@@ -143,14 +155,24 @@ def extract_features(settings: Settings, snapshot_id: str | None) -> Path:
 
 
 def features_from_sources(settings: Settings, projects_uri: str, tags_uri: str) -> Path:
-    """The training frame straight from the source tables (no Feast), named by content."""
+    """The training frame straight from the source tables (no Feast), named by content:
+    the same features, embedded with the same encoder, in this process."""
+    from tagifai.embeddings import get_encoder
+
     labelled = join_labelled(
         extract.read_table(projects_uri, "projects"), extract.read_table(tags_uri, "tags")
     )
     frame = features.compute_features(labelled)
     frame = frame.rename(columns={"created_on": "event_timestamp"})
     data_id = extract.content_id(frame[["id", "text"]], frame[["id", "tag"]])
-    return _write_training_frame(settings, f"sources-{data_id}", frame)
+    path = settings.training_dir / f"sources-{data_id}.parquet"
+    if path.exists():  # the same tables were read and embedded before
+        return path
+    frame[features.EMBEDDING] = None
+    if features.embeds_at(settings, len(frame)):
+        encoder = get_encoder(settings.embedding_model_dir)
+        frame[features.EMBEDDING] = list(encoder.embed(frame["text"].tolist()))
+    return _write_training_frame(settings, path.stem, frame)
 
 
 def _write_training_frame(settings: Settings, name: str, frame: pd.DataFrame) -> Path:
@@ -190,10 +212,13 @@ def tune_batch(
     from tagifai import tune
 
     split = load_split(data_path, settings.seed)
+    data = tune.TuneData.from_frame(
+        split.train_val, settings.max_tune_rows, repeats=settings.cv_repeats, seed=settings.seed
+    )
     return tune.run_trials(
         settings,
         study_name,
-        tune.TuneData.from_frames(split.train, split.val, settings.max_tune_rows),
+        data,
         n_trials,
         space,
         # One sampler seed per batch: with the same seed, parallel batches propose identical
@@ -222,27 +247,71 @@ class TrainedModel:
     run_url: str | None
     cv: CVResult
     fit_seconds: float
+    params: ModelParams
+    train_rows: int
+    embedding_model: str | None  # the sentence-embedding model it uses, with checksums
+    cv_seconds: float
 
 
 def train_model(
     settings: Settings, data_path: Path, params: ModelParams, tags: dict[str, str]
 ) -> TrainedModel:
-    """Cross-validate on train+val (a stratified sample past ``max_cv_rows``), fit the final
-    model on all of train+val, log it to MLflow and register a new version."""
+    """Cross-validate on train+val (repeated stratified 5-fold; a stratified sample past
+    ``max_cv_rows``), fit the final model on all of train+val, log it to MLflow and register
+    a new version."""
     train_val = load_split(data_path, settings.seed).train_val
     cv_rows = sample_rows(train_val, settings.max_cv_rows, settings.seed)
-    cv = cross_validate(cv_rows["text"], cv_rows["tag"], params, seed=settings.seed)
     started = time.perf_counter()
-    model = fit_model(train_val["text"], train_val["tag"], params, seed=settings.seed)
+    cv = cross_validate(
+        inputs_of(cv_rows),
+        cv_rows["tag"],
+        params,
+        seed=settings.seed,
+        embedding_model_dir=settings.embedding_model_dir,
+        repeats=settings.cv_repeats,
+    )
+    cv_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    model = fit_model(
+        inputs_of(train_val),
+        train_val["tag"],
+        params,
+        seed=settings.seed,
+        embedding_model_dir=settings.embedding_model_dir,
+    )
     fit_seconds = time.perf_counter() - started
     metrics = {
         "cv_f1_mean": cv.mean,
         "cv_f1_std": cv.std,
+        "cv_fits": float(len(cv.scores)),
         "fit_seconds": fit_seconds,
+        "cv_seconds": cv_seconds,
         "train_rows": float(len(train_val)),
     }
+    embedding = embedding_model_of(settings, params)
+    if embedding is not None:
+        tags = tags | {"embedding_model": embedding}
     logged = registry.log_training(settings, model, params.to_dict(), metrics, tags)
-    return TrainedModel(logged.version, logged.run_id, logged.run_url, cv, fit_seconds)
+    return TrainedModel(
+        logged.version,
+        logged.run_id,
+        logged.run_url,
+        cv,
+        fit_seconds,
+        params,
+        len(train_val),
+        embedding,
+        cv_seconds,
+    )
+
+
+def embedding_model_of(settings: Settings, params: ModelParams) -> str | None:
+    """The sentence-embedding model (id and file checksums) a model with ``params`` uses."""
+    if params.embedding_weight <= 0:
+        return None
+    from tagifai.embeddings import get_encoder
+
+    return get_encoder(settings.embedding_model_dir).info.describe()
 
 
 @dataclass(frozen=True)
@@ -265,17 +334,30 @@ def evaluate_model(
 
     test = load_split(data_path, settings.seed).test
     model, found = registry.load_model(settings, version)
-    candidate = score(model, test["text"], test["tag"])
+    candidate = score(model, inputs_of(test), test["tag"])
     registry.log_evaluation(settings, found.run_id, candidate)
     production = registry.get_version(settings)
     production_report = None
     if production is not None and production.version != version:
         production_model, _ = registry.load_model(settings, production.version)
-        production_report = score(production_model, test["text"], test["tag"])
+        production_report = score(production_model, inputs_of(test), test["tag"])
     decision = is_improved(candidate, production_report, rule)
     png = plot_confusion(candidate, settings.reports_dir / f"confusion-v{version}.png")
     production_version = production.version if production else None
     return Evaluation(version, candidate, production_version, production_report, decision, png)
+
+
+def write_model_card(
+    settings: Settings, trained: TrainedModel, evaluation: Evaluation, snapshot_id: str
+) -> Path:
+    """The model card of a version: data, embedding model, CV, test, per class, checks,
+    training time; under ``stores/reports`` and with the version's MLflow run."""
+    from tagifai.reporting import model_card_markdown
+
+    markdown = model_card_markdown(trained, evaluation, snapshot_id, code_fingerprint())
+    path = files.write_text(settings.reports_dir / f"model-card-v{trained.version}.md", markdown)
+    registry.connect(settings).log_artifact(trained.run_id, str(path), artifact_path="card")
+    return path
 
 
 def set_monitoring_references(settings: Settings, version: int, data_path: Path) -> Path:
@@ -321,7 +403,7 @@ def deploy_model(
             test = load_split(data_path, settings.seed).test
             model, _ = registry.load_model(settings, current_version)
             decision = is_improved(
-                evaluation.candidate, score(model, test["text"], test["tag"]), rule
+                evaluation.candidate, score(model, inputs_of(test), test["tag"]), rule
             )
             if not decision.improved:
                 reason = f"production moved to v{current_version} meanwhile: {decision.reason}"

@@ -10,6 +10,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,6 +39,12 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def unit_vectors(n: int, dimension: int = 384) -> np.ndarray:
+    """Stand-ins for sentence embeddings: what the store keeps is any float32 vector."""
+    vectors = np.random.default_rng(0).normal(size=(n, dimension)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 def write_source(settings: Settings) -> pd.DataFrame:
     """The offline source as the feature step writes it, from the raw CSVs."""
     projects = pd.read_csv(settings.projects_csv)
@@ -47,6 +54,7 @@ def write_source(settings: Settings) -> pd.DataFrame:
         {
             "id": labelled["id"].astype("int64"),
             "text": (labelled["title"] + " " + labelled["description"]).str.lower(),
+            "embedding": list(unit_vectors(len(labelled))),
             "tag": labelled["tag"],
             "created_on": pd.to_datetime(labelled["created_on"], utc=True),
             "feature_created_at": pd.Timestamp("2024-01-01", tz="UTC"),
@@ -103,9 +111,10 @@ def test_online_features_equal_the_source_row(materialized) -> None:
     settings, source, _ = materialized
     expected = source.set_index("id").loc[KNOWN_ID]
     rows = store.get_online_features(settings, [KNOWN_ID, 999_999, KNOWN_ID])
-    assert rows[0] == {"id": KNOWN_ID, "text": expected["text"], "tag": expected["tag"]}
-    assert rows[1] == {"id": 999_999, "text": None, "tag": None}
     assert rows[2] == rows[0]
+    np.testing.assert_allclose(rows[0].pop("embedding"), expected["embedding"], rtol=1e-6)
+    assert rows[0] == {"id": KNOWN_ID, "text": expected["text"], "tag": expected["tag"]}
+    assert rows[1] == {"id": 999_999, "text": None, "embedding": None, "tag": None}
     assert store.get_online_features(settings, []) == []
 
 

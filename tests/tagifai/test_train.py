@@ -43,8 +43,10 @@ def test_params_round_trip_and_reject_unknown():
         ModelParams.from_dict({"C": 1.0, "learning_rate": 0.1})
 
 
-def test_default_model_cross_validates_well(shipped_features):
+def test_default_model_beats_scibert_in_repeated_cross_validation(shipped_features):
+    """The issue's bar: repeated 5-fold CV weighted F1 >= 0.93 on the shipped data (Made With
+    ML's fine-tuned SciBERT: 0.905)."""
     result = cross_validate(shipped_features["text"], shipped_features["tag"], ModelParams())
-    assert len(result.scores) == 5
-    assert result.mean > 0.85
+    assert len(result.scores) == 15  # 5 folds x 3 repeats
+    assert result.mean >= 0.93
     assert result.std < 0.05

@@ -10,7 +10,7 @@ from tests.conftest import settings_for
 @pytest.fixture(scope="module")
 def tune_data(shipped_features):
     split = split_data(shipped_features)
-    return TuneData.from_frames(split.train, split.val)
+    return TuneData.from_frame(split.train_val, repeats=1)
 
 
 def sample_space(space: str, n: int = 200) -> list[ModelParams]:
@@ -121,6 +121,20 @@ def test_auto_space_switches_to_hashing_at_scale(tmp_path):
 
 def test_tuning_data_is_sampled_past_the_limit(shipped_features):
     split = split_data(shipped_features)
-    data = TuneData.from_frames(split.train, split.val, max_rows=100)
-    assert len(data.X_train) == 100 and len(data.X_val) == 50
-    assert set(data.y_train) == set(split.train["tag"])  # stratified: every class kept
+    data = TuneData.from_frame(split.train_val, max_rows=100)
+    assert len(data.X) == len(data.y) == 100
+    assert set(data.y) == set(split.train["tag"])  # stratified: every class kept
+
+
+def test_trials_are_scored_on_repeated_folds_of_train_and_val_only(shipped_features):
+    split = split_data(shipped_features)
+    data = TuneData.from_frame(split.train_val, repeats=3)
+    assert len(data.splits) == 15  # 5 folds x 3 repeats
+    test_rows = [tuple(sorted(test)) for _, test in data.splits]
+    assert len(set(test_rows)) == 15  # every repeat reshuffles
+    for repeat in range(3):  # each repeat's test folds cover train+val once
+        folds = data.splits[repeat * 5 : repeat * 5 + 5]
+        covered = sorted(i for _, test in folds for i in test)
+        assert covered == list(range(len(split.train_val)))
+    texts = set(split.test["text"])
+    assert not texts & set(data.X if isinstance(data.X, list) else data.X["text"])
