@@ -174,8 +174,10 @@ def publish_features(
     if vectors:
         fresh = pd.concat([pd.read_parquet(path) for path in vectors], ignore_index=True)
         new = dict(zip(fresh["text"], fresh[EMBEDDING], strict=True))
-        missing = features[EMBEDDING].isna()
-        features.loc[missing, EMBEDDING] = features.loc[missing, "text"].map(new)
+        features[EMBEDDING] = [
+            new.get(text) if vector is None or not hasattr(vector, "__len__") else vector
+            for text, vector in zip(features["text"], features[EMBEDDING], strict=True)
+        ]
     if staged.embedding_model is not None and features[EMBEDDING].isna().any():
         raise ValueError(f"{int(features[EMBEDDING].isna().sum())} texts have no embedding")
     target = features_path(settings)
