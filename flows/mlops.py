@@ -1,5 +1,5 @@
-"""MLOps: extract_features >> optimization >> train_model >> evaluate_model >> model_card
->> decide,
+"""MLOps: extract_features (per partition) >> optimization >> train_model >> evaluate_model
+>> model_card >> decide,
 where ``decide`` runs exactly one branch:
 improved >> [set_monitoring_references, deploy_model, notify_teams];
 regressed >> [notify_teams, file_report].
@@ -43,9 +43,9 @@ DEPLOY_LOCK = "tagifai-deploy"
 
 
 @task(retries=2, retry_delay_seconds=5)
-def extract_features(settings: Settings, snapshot: str | None) -> Path:
-    """Point-in-time features of the snapshot's labelled projects, from Feast."""
-    return steps.extract_features(settings, snapshot)
+def extract_features(settings: Settings, snapshot: str, partition: int) -> Path:
+    """Point-in-time features of one partition's labelled projects, from Feast."""
+    return steps.extract_partition_features(settings, snapshot, partition)
 
 
 @task
@@ -237,14 +237,20 @@ def mlops(
     (``force=true`` does): a cron or a repeated event on unchanged data costs nothing.
     """
     settings = get_settings()
-    snapshot = snapshot or load_snapshot(settings).id  # the latest; a clear error if none
+    published = load_snapshot(settings, snapshot)  # the latest by default; a clear error if none
+    snapshot = published.id
     parameters = {"n_trials": n_trials, "search_space": search_space, "f1_margin": f1_margin}
     key = steps.training_key(snapshot, parameters | {"class_tolerance": class_tolerance})
     if not force and (done := steps.already_trained(settings, key)):
         return nothing_to_do(snapshot, done.version)
     rule = ImprovementRule(f1_margin=f1_margin, class_tolerance=class_tolerance)
     # Every task is submitted, so with TAGIFAI_DASK_ADDRESS all of them run on the cluster.
-    data_path = extract_features.submit(settings, snapshot).result()
+    extracted = [
+        extract_features.submit(settings, snapshot, p) for p in range(published.partitions)
+    ]
+    for future in extracted:
+        future.result()
+    data_path = steps.training_frame_path(settings, snapshot)
     space = resolve_space(search_space, steps.training_rows(data_path), settings)
     study_name = f"{snapshot}-{space}"
     params = default_params(space)

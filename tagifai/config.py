@@ -99,6 +99,12 @@ class Settings:
     sensor_interval_s: int = 5
     # A sentence-transformers ONNX export (model.onnx + tokenizer.json); None: the packaged one.
     embedding_model_dir: Path | None = None
+    # Rows per partition of a snapshot (TAGIFAI_PARTITION_ROWS): every DataOps and MLOps step
+    # works one partition at a time, so memory follows this, not the size of the data.
+    partition_rows: int = 250_000
+    # Writers the online store takes at once during materialisation (TAGIFAI_ONLINE_WRITERS);
+    # None: what the configured store takes (SQLite: one).
+    online_writers: int | None = None
 
     @property
     def tune_batches(self) -> int:
@@ -196,6 +202,8 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         sensor_sources=parse_sensor_sources(env.get("TAGIFAI_SENSOR_SOURCES") or ""),
         sensor_interval_s=_int(env, "TAGIFAI_SENSOR_INTERVAL", 5),
         embedding_model_dir=_path(env, "TAGIFAI_EMBEDDING_MODEL_DIR"),
+        partition_rows=_int(env, "TAGIFAI_PARTITION_ROWS", 250_000),
+        online_writers=_int(env, "TAGIFAI_ONLINE_WRITERS", 0) or None,
     )
 
 

@@ -34,7 +34,8 @@ class DataOpsResult:
 def run_dataops(
     settings: Settings, projects_uri: str, tags_uri: str, on_step: OnStep = _nothing
 ) -> DataOpsResult:
-    """Extract, validate, publish, compute features, fill the feature store.
+    """Extract, validate, publish, compute features, fill the feature store: partition
+    after partition, in this process.
 
     Raises:
         DataValidationError: the data broke a suite; nothing was published.
@@ -44,17 +45,14 @@ def run_dataops(
     staged = steps.extract_data(settings, projects_uri, tags_uri)
     on_step("extract")
     try:
-        reports = [
-            steps.validate_projects(settings, staged),
-            *steps.validate_tags(settings, staged),
-        ]
+        reports = steps.validate_snapshot(settings, staged)
         validation.raise_for_failures(reports)
         on_step("validate")
         source = {"projects": projects_uri, "tags": tags_uri}
         snapshot = steps.publish_snapshot(settings, staged, source)
-        staged_features = steps.compute_features(settings, snapshot)
-        vectors = [steps.embed_texts(settings, todo, None) for todo in staged_features.todo]
-        feature_set = steps.publish_features(settings, staged_features, vectors)
+        parts = [steps.compute_features(settings, snapshot, i) for i in range(snapshot.partitions)]
+        vectors = [steps.embed_texts(settings, todo, None) for part in parts for todo in part.todo]
+        feature_set = steps.publish_features(settings, parts, vectors)
         on_step("features")
     finally:
         extract.discard_staged(staged)

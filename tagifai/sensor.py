@@ -32,7 +32,8 @@ Sources:
   signature. Not implemented yet (``TAGIFAI_SENSOR_SOURCES`` refuses ``s3://``).
 
 The **batch id** is :func:`tagifai.extract.content_id` of the tables as ``read_table`` returns
-them: the snapshot id the DataOps flow will compute. The same content arriving twice (another
+them, streamed chunk by chunk (:func:`tagifai.extract.source_content_id`): the snapshot id the
+DataOps flow will compute. The same content arriving twice (another
 folder, another format, the SQL source; the webhook too, once it claims under this id) is
 therefore one batch. The tables are read only when a cheap signature says a complete batch is
 new, and the signature is taken again after the read, so a batch that changed while being
@@ -364,10 +365,11 @@ def _engine(url: str) -> Any:
 
 
 def fingerprint_batch(projects_uri: str, tags_uri: str) -> str:
-    """The batch id: the snapshot id the DataOps flow will compute from these tables."""
-    from tagifai.extract import content_id, read_table
+    """The batch id: the snapshot id the DataOps flow will compute from these tables (read
+    in chunks, as the extract step reads them: memory does not grow with the batch)."""
+    from tagifai.extract import source_content_id
 
-    return content_id(read_table(projects_uri, "projects"), read_table(tags_uri, "tags"))
+    return source_content_id(projects_uri, tags_uri)
 
 
 # --- the cursor ------------------------------------------------------------------------------

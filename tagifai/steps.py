@@ -5,11 +5,14 @@ runs the same functions in one plain process (``tagifai train``, ``benchmarks/pl
 so "the same work without Prefect" holds by construction. Steps pass paths and ids, never
 frames or live clients, so any worker can run any step.
 
-DataOps:  extract_data >> [validate_projects, validate_tags] >> publish_snapshot
-          >> compute_features >> cache_to_feature_store
-MLOps:    extract_features >> tune_batch (xN) >> summarize_study >> train_model
-          >> evaluate_model >> improved: [set_monitoring_references, deploy_model, notify_teams]
-                               regressed: [notify_teams, file_report]
+DataOps:  extract_data >> [validate_projects, validate_tags] (per partition) >> validate_dataset
+          >> publish_snapshot >> compute_features (per partition) >> [embed_texts]
+          >> publish_features >> plan_materialization >> materialize_window (per partition)
+          >> finish_materialization
+MLOps:    extract_partition_features (per partition) >> tune_batch (xN) >> summarize_study
+          >> train_model >> evaluate_model
+          >> improved: [set_monitoring_references, deploy_model, notify_teams]
+             regressed: [notify_teams, file_report]
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,19 +29,19 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tagifai import extract, features, files, registry
+from tagifai import extract, features, files, frames, registry
 from tagifai.config import Settings
-from tagifai.data import Split, join_labelled, sample_rows, split_data
+from tagifai.data import Split, join_labelled, sample_rows, split_data, tags_with_projects
 from tagifai.evaluate import Decision, EvaluationReport, ImprovementRule, is_improved
 from tagifai.extract import Snapshot
-from tagifai.features import FeatureSet, StagedFeatures
+from tagifai.features import FeaturePart, FeatureSet
 from tagifai.train import CVResult, ModelParams, cross_validate, fit_model, inputs_of
 
 if TYPE_CHECKING:  # imported where used: GX, Feast and Optuna take seconds to import
     from tagifai.notify import Delivery
-    from tagifai.store import MaterializeReport
+    from tagifai.store import MaterializeReport, MaterializeWindow
     from tagifai.tune import BatchResult, SearchSpace, TuneSummary
-    from tagifai.validation import ValidationReport
+    from tagifai.validation import PartitionResult, ValidationReport
 
 logger = logging.getLogger(__name__)
 
@@ -48,29 +51,76 @@ TRAINING_COLUMNS: tuple[str, ...] = ("id", "event_timestamp", "text", "embedding
 
 
 def extract_data(settings: Settings, projects_uri: str, tags_uri: str) -> Snapshot:
-    """Read both source tables; stage them under their content id, or, when that content
-    was published before, return the published snapshot (nothing is written)."""
-    projects = extract.read_table(projects_uri, "projects")
-    tags = extract.read_table(tags_uri, "tags")
-    snapshot_id = extract.content_id(projects, tags)
-    if extract.is_published(settings, snapshot_id):
-        return extract.load_snapshot(settings, snapshot_id)
-    return extract.stage_tables(settings, projects, tags, snapshot_id)
+    """Stream both source tables into a staged snapshot, partitioned by id range and named by
+    its content; or, when that content was published before, return the published snapshot
+    (nothing is kept)."""
+    return extract.stage_sources(settings, projects_uri, tags_uri)
 
 
-def validate_projects(settings: Settings, staged: Snapshot) -> ValidationReport:
-    """The ``projects`` suite on the staged table."""
+def validate_projects(
+    settings: Settings, staged: Snapshot, partition: int
+) -> list[PartitionResult]:
+    """The ``projects`` suite's row-level expectations on one partition."""
     from tagifai import validation
 
-    projects = extract.read_parquet(staged.projects_path)
-    return validation.validate_table(projects, "projects", settings)
+    projects = extract.read_partition(staged, "projects", partition)
+    keys = extract.scratch_dir(staged) / "keys"
+    return [validation.validate_partition(projects, "projects", settings, partition, keys)]
 
 
-def validate_tags(settings: Settings, staged: Snapshot) -> list[ValidationReport]:
-    """The ``tags`` suite, then ``labelled`` (every tag's project exists) on their join."""
+def validate_tags(settings: Settings, staged: Snapshot, partition: int) -> list[PartitionResult]:
+    """The ``tags`` suite, then ``labelled`` (every tag's project exists) on the partition's
+    join: a tag and its project share a partition."""
     from tagifai import validation
 
-    return validation.validate_tags_and_join(staged.tags_path, staged.projects_path, settings)
+    labelled = _labelled_partition(staged, partition)
+    tags = extract.read_partition(staged, "tags", partition)
+    keys = extract.scratch_dir(staged) / "keys"
+    return [
+        validation.validate_partition(tags, "tags", settings, partition, keys),
+        validation.validate_partition(labelled, "labelled", settings, partition, keys),
+    ]
+
+
+def validate_dataset(
+    settings: Settings, staged: Snapshot, partials: Sequence[PartitionResult]
+) -> list[ValidationReport]:
+    """One report per suite for the whole snapshot: the partitions' row-level results and
+    the table-level expectations (row counts, unique ids, unique title + description)."""
+    from tagifai import validation
+
+    def read_partition(suite: str, partition: int) -> pd.DataFrame:
+        if suite == "labelled":
+            return _labelled_partition(staged, partition)
+        return extract.read_partition(staged, suite, partition)
+
+    return validation.validate_dataset(settings, partials, read_partition)
+
+
+def _labelled_partition(staged: Snapshot, partition: int) -> pd.DataFrame:
+    """A partition's tags left-joined to its projects (what the ``labelled`` suite checks);
+    ids typed differently (a missing id makes a column float, a text id makes it text) are
+    joined as numbers or as text, for the suites to report what is wrong."""
+    projects = extract.read_partition(staged, "projects", partition)
+    tags = extract.read_partition(staged, "tags", partition)
+    if projects["id"].dtype != tags["id"].dtype:
+        numeric = all(pd.api.types.is_numeric_dtype(t["id"]) for t in (projects, tags))
+        common = "float64" if numeric else "string"
+        projects, tags = projects.astype({"id": common}), tags.astype({"id": common})
+    return tags_with_projects(projects, tags)
+
+
+def validate_snapshot(settings: Settings, staged: Snapshot) -> list[ValidationReport]:
+    """Every suite on every partition, one partition after another (the flow spreads them)."""
+    partials = [
+        result
+        for partition in range(staged.partitions)
+        for result in (
+            *validate_projects(settings, staged, partition),
+            *validate_tags(settings, staged, partition),
+        )
+    ]
+    return validate_dataset(settings, staged, partials)
 
 
 def publish_snapshot(settings: Settings, staged: Snapshot, source: dict[str, str]) -> Snapshot:
@@ -78,29 +128,61 @@ def publish_snapshot(settings: Settings, staged: Snapshot, source: dict[str, str
     return extract.publish_snapshot(settings, staged, source)
 
 
-def compute_features(settings: Settings, snapshot: Snapshot) -> StagedFeatures:
-    """Stage the snapshot's features; vectors of texts embedded before are reused, and the
-    texts still to embed are cut into partitions (``staged.todo``)."""
-    return features.stage_features(settings, snapshot)
+def compute_features(settings: Settings, snapshot: Snapshot, partition: int) -> FeaturePart:
+    """Stage one partition's features; vectors of texts embedded before are reused, and the
+    texts still to embed are cut into pieces (``part.todo``)."""
+    return features.stage_partition(settings, snapshot, partition)
 
 
 def embed_texts(settings: Settings, todo: Path, threads: int | None = 1) -> Path:
-    """Sentence vectors of one partition of texts (onnxruntime releases the GIL: partitions
-    run side by side on the workers' threads or processes)."""
+    """Sentence vectors of one piece of texts (onnxruntime releases the GIL: pieces run side
+    by side on the workers' threads or processes)."""
     return features.embed_todo(settings, todo, threads)
 
 
-def publish_features(settings: Settings, staged: StagedFeatures, vectors: list[Path]) -> FeatureSet:
-    """Fill in the new vectors and make the features the feature store's offline source."""
-    return features.publish_features(settings, staged, vectors)
+def publish_features(
+    settings: Settings, parts: Sequence[FeaturePart], vectors: Sequence[Path]
+) -> FeatureSet:
+    """Fill in the new vectors and make the partitions the feature store's offline source."""
+    return features.publish_features(settings, parts, vectors)
+
+
+def plan_materialization(settings: Settings, feature_set: FeatureSet) -> list[MaterializeWindow]:
+    """Apply the Feast definitions, empty the online table, one window per partition."""
+    from tagifai import store
+
+    parts = [feature_set.part(index) for index in range(feature_set.partitions)]
+    return store.plan_materialization(settings, parts)
+
+
+def materialize_window(settings: Settings, window: MaterializeWindow) -> MaterializeReport:
+    """One window (a features partition) into the online store."""
+    from tagifai import store
+
+    return store.materialize_window(settings, window)
+
+
+def finish_materialization(
+    settings: Settings,
+    feature_set: FeatureSet,
+    windows: Sequence[MaterializeWindow],
+    reports: Sequence[MaterializeReport],
+    seconds: float,
+) -> MaterializeReport:
+    """Check that the online store holds every feature row; the run's throughput."""
+    from tagifai import store
+
+    return store.finish_materialization(settings, windows, reports, feature_set.rows, seconds)
 
 
 def cache_to_feature_store(settings: Settings, feature_set: FeatureSet) -> MaterializeReport:
-    """Apply the Feast definitions and materialise the features into the online store."""
-    from tagifai import store
-
-    store.apply_definitions(settings)
-    return store.materialize_features(settings, expected_rows=feature_set.rows)
+    """Fill the online store from the features, window after window (the flow runs the
+    windows as parallel tasks under the online store's writer limit)."""
+    started = time.perf_counter()
+    windows = plan_materialization(settings, feature_set)
+    reports = [materialize_window(settings, window) for window in windows]
+    seconds = time.perf_counter() - started
+    return finish_materialization(settings, feature_set, windows, reports, seconds)
 
 
 def announcement(snapshot: Snapshot, source: dict[str, str], features_rows: int) -> dict:
@@ -125,19 +207,34 @@ def announcement(snapshot: Snapshot, source: dict[str, str], features_rows: int)
 
 
 def extract_features(settings: Settings, snapshot_id: str | None) -> Path:
-    """Point-in-time features from Feast for every labelled project of a snapshot.
+    """The snapshot's training frame from Feast, one partition after another (the flow
+    spreads :func:`extract_partition_features` over the workers)."""
+    snapshot = extract.load_snapshot(settings, snapshot_id)
+    for partition in range(snapshot.partitions):
+        extract_partition_features(settings, snapshot.id, partition)
+    return training_frame_path(settings, snapshot.id)
 
-    The entity frame is the snapshot's ids at their ``created_on``; the count must match
-    the snapshot exactly (the file offline store can drop rows silently). Written to
-    ``stores/training/<snapshot>.parquet``: tasks on any worker pass the path, not a frame.
+
+def training_frame_path(settings: Settings, snapshot_id: str) -> Path:
+    """``stores/training/<snapshot>.parquet``: one file per snapshot partition."""
+    return settings.training_dir / f"{snapshot_id}.parquet"
+
+
+def extract_partition_features(settings: Settings, snapshot_id: str, partition: int) -> Path:
+    """Point-in-time features from Feast for the labelled projects of one partition.
+
+    The entity frame is the partition's ids at their ``created_on``; Feast reads only that
+    partition's features when the live features are this snapshot's. The count must match
+    exactly (the file offline store can drop rows silently). Written to
+    ``stores/training/<snapshot>.parquet/part-NNNNN.parquet``: tasks pass paths, not frames.
     """
     from tagifai import store
     from tagifai.errors import FeatureStoreError
 
     snapshot = extract.load_snapshot(settings, snapshot_id)
     labelled = join_labelled(
-        extract.read_parquet(snapshot.projects_path, ["id", "created_on"]),
-        extract.read_parquet(snapshot.tags_path),
+        extract.read_partition(snapshot, "projects", partition)[["id", "created_on"]],
+        extract.read_partition(snapshot, "tags", partition),
     )
     entity_df = pd.DataFrame(
         {
@@ -145,13 +242,23 @@ def extract_features(settings: Settings, snapshot_id: str | None) -> Path:
             "event_timestamp": features.to_utc(labelled["created_on"]),
         }
     )
-    historical = store.get_historical_features(settings, entity_df)
+    live = features.current_feature_set(settings)
+    same = live is not None and live.snapshot_id == snapshot.id
+    source = live.part(partition) if same and live is not None else None
+    historical = store.get_historical_features(settings, entity_df, source=source)
     if len(historical) != len(labelled) or historical["text"].isna().any():
         raise FeatureStoreError(
             f"Feast returned {len(historical)} rows ({int(historical['text'].isna().sum())} "
-            f"without features) for {len(labelled)} labelled projects of snapshot {snapshot.id}"
+            f"without features) for {len(labelled)} labelled projects of partition "
+            f"{partition} of snapshot {snapshot.id}"
         )
-    return _write_training_frame(settings, snapshot.id, historical)
+    folder = training_frame_path(settings, snapshot.id)
+    if folder.is_file():  # a frame written whole before partitioning
+        folder.unlink()
+    path = folder / extract.PART_FILE.format(partition)
+    with files.replacing(path) as tmp:
+        historical[list(TRAINING_COLUMNS)].to_parquet(tmp, index=False)
+    return path
 
 
 def features_from_sources(settings: Settings, projects_uri: str, tags_uri: str) -> Path:
@@ -183,15 +290,34 @@ def _write_training_frame(settings: Settings, name: str, frame: pd.DataFrame) ->
 
 
 def training_rows(data_path: Path) -> int:
-    """Rows of a training frame, from its Parquet footer."""
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(data_path).metadata.num_rows
+    """Rows of a training frame (a file or a folder of partitions), from Parquet footers."""
+    return frames.frame_rows(data_path)
 
 
 def load_split(data_path: Path, seed: int) -> Split:
-    """The fixed train/val/test split of a training frame (the same on every worker)."""
+    """The fixed train/val/test split of a training frame (the same on every worker), for
+    frames up to ``scale_rows`` rows; larger ones are read in partitions (:mod:`frames`)."""
     return split_data(pd.read_parquet(data_path), seed=seed)
+
+
+def is_large(settings: Settings, data_path: Path) -> bool:
+    """Whether a training frame is past ``scale_rows``: never loaded whole, split by hash."""
+    return training_rows(data_path) > settings.scale_rows
+
+
+def train_val_rows(settings: Settings, data_path: Path, max_rows: int) -> pd.DataFrame:
+    """Train+val rows: a stratified sample past ``max_rows``."""
+    if is_large(settings, data_path):
+        return frames.sample_split(data_path, frames.TRAIN_VAL, max_rows, settings.seed)
+    return sample_rows(load_split(data_path, settings.seed).train_val, max_rows, settings.seed)
+
+
+def test_rows(settings: Settings, data_path: Path) -> pd.DataFrame:
+    """The fixed test split; past ``scale_rows``, a stratified sample of ``max_cv_rows`` of
+    it (the same rows for every model scored on this frame)."""
+    if is_large(settings, data_path):
+        return frames.sample_split(data_path, frames.TEST, settings.max_cv_rows, settings.seed)
+    return load_split(data_path, settings.seed).test
 
 
 def tune_batch(
@@ -211,10 +337,8 @@ def tune_batch(
     """
     from tagifai import tune
 
-    split = load_split(data_path, settings.seed)
-    data = tune.TuneData.from_frame(
-        split.train_val, settings.max_tune_rows, repeats=settings.cv_repeats, seed=settings.seed
-    )
+    train_val = train_val_rows(settings, data_path, settings.max_tune_rows)
+    data = tune.TuneData.from_frame(train_val, repeats=settings.cv_repeats, seed=settings.seed)
     return tune.run_trials(
         settings,
         study_name,
@@ -258,9 +382,13 @@ def train_model(
 ) -> TrainedModel:
     """Cross-validate on train+val (repeated stratified 5-fold; a stratified sample past
     ``max_cv_rows``), fit the final model on all of train+val, log it to MLflow and register
-    a new version."""
-    train_val = load_split(data_path, settings.seed).train_val
-    cv_rows = sample_rows(train_val, settings.max_cv_rows, settings.seed)
+    a new version.
+
+    Past ``scale_rows`` the frame is never loaded: an incremental model (hashing + SGD)
+    learns from every train+val row partition by partition; any other is fitted on a
+    stratified sample of ``scale_rows`` rows.
+    """
+    cv_rows = train_val_rows(settings, data_path, settings.max_cv_rows)
     started = time.perf_counter()
     cv = cross_validate(
         inputs_of(cv_rows),
@@ -272,13 +400,7 @@ def train_model(
     )
     cv_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    model = fit_model(
-        inputs_of(train_val),
-        train_val["tag"],
-        params,
-        seed=settings.seed,
-        embedding_model_dir=settings.embedding_model_dir,
-    )
+    model, train_rows = _fit_final(settings, data_path, params)
     fit_seconds = time.perf_counter() - started
     metrics = {
         "cv_f1_mean": cv.mean,
@@ -286,7 +408,7 @@ def train_model(
         "cv_fits": float(len(cv.scores)),
         "fit_seconds": fit_seconds,
         "cv_seconds": cv_seconds,
-        "train_rows": float(len(train_val)),
+        "train_rows": float(train_rows),
     }
     embedding = embedding_model_of(settings, params)
     if embedding is not None:
@@ -299,10 +421,33 @@ def train_model(
         cv,
         fit_seconds,
         params,
-        len(train_val),
+        train_rows,
         embedding,
         cv_seconds,
     )
+
+
+def _fit_final(settings: Settings, data_path: Path, params: ModelParams) -> tuple[object, int]:
+    """The final model on train+val, and how many rows it learnt from."""
+    from tagifai.train import fit_incremental, is_incremental
+
+    if is_large(settings, data_path) and is_incremental(params):
+
+        def batches() -> Iterator[pd.DataFrame]:
+            return frames.iter_split(
+                data_path, frames.TRAIN_VAL, settings.seed, ["id", "text", "tag"]
+            )
+
+        return fit_incremental(batches, params, seed=settings.seed)
+    train_val = train_val_rows(settings, data_path, settings.scale_rows)
+    model = fit_model(
+        inputs_of(train_val),
+        train_val["tag"],
+        params,
+        seed=settings.seed,
+        embedding_model_dir=settings.embedding_model_dir,
+    )
+    return model, len(train_val)
 
 
 def embedding_model_of(settings: Settings, params: ModelParams) -> str | None:
@@ -332,7 +477,7 @@ def evaluate_model(
     from tagifai.evaluate import evaluate_model as score
     from tagifai.reporting import plot_confusion
 
-    test = load_split(data_path, settings.seed).test
+    test = test_rows(settings, data_path)
     model, found = registry.load_model(settings, version)
     candidate = score(model, inputs_of(test), test["tag"])
     registry.log_evaluation(settings, found.run_id, candidate)
@@ -365,9 +510,8 @@ def set_monitoring_references(settings: Settings, version: int, data_path: Path)
     ``max_cv_rows``) and attach them to its MLflow run."""
     from tagifai.monitoring import compute_references, save_references
 
-    train_val = load_split(data_path, settings.seed).train_val
+    sample = train_val_rows(settings, data_path, settings.max_cv_rows)
     model, found = registry.load_model(settings, version)
-    sample = sample_rows(train_val, settings.max_cv_rows, settings.seed)
     path = save_references(settings, version, compute_references(model, sample))
     registry.connect(settings).log_artifact(found.run_id, str(path), artifact_path="monitoring")
     return path
@@ -400,7 +544,7 @@ def deploy_model(
         if current_version not in (evaluation.production_version, evaluation.candidate_version):
             from tagifai.evaluate import evaluate_model as score
 
-            test = load_split(data_path, settings.seed).test
+            test = test_rows(settings, data_path)
             model, _ = registry.load_model(settings, current_version)
             decision = is_improved(
                 evaluation.candidate, score(model, inputs_of(test), test["tag"]), rule

@@ -153,7 +153,157 @@ def materialize_features(
     return report
 
 
-def get_historical_features(settings: Settings, entity_df: pd.DataFrame) -> pd.DataFrame:
+# --- materialisation in parallel windows, one per features partition ------------------------
+
+# Writers each online store takes at once; SQLite serialises writers on one file lock.
+ONLINE_STORE_WRITERS: dict[str, int] = {"sqlite": 1}
+# Rows Feast turns into protobufs and writes per batch inside a window: bounds its memory.
+WRITE_BATCH_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class MaterializeWindow:
+    """One unit of a materialisation: a features partition and its ``created_on`` span."""
+
+    index: int
+    source: Path
+    start: datetime
+    end: datetime
+    rows: int
+
+
+def online_writers(settings: Settings) -> int:
+    """How many windows may write to the online store at once: ``settings.online_writers``
+    if set, else what the configured store takes (SQLite: one; others: one per worker)."""
+    if settings.online_writers:
+        return settings.online_writers
+    import yaml
+
+    config = yaml.safe_load((settings.feature_repo_dir / FEATURE_STORE_YAML).read_text())
+    kind = str((config.get("online_store") or {}).get("type", "sqlite"))
+    return ONLINE_STORE_WRITERS.get(kind, settings.dask_workers)
+
+
+def plan_materialization(settings: Settings, parts: Sequence[Path]) -> list[MaterializeWindow]:
+    """Apply the definitions, empty the online table (the store will mirror the source) and
+    cut the work into windows, one per features partition: its rows and ``created_on`` span."""
+    import pyarrow.parquet as pq
+
+    apply_definitions(settings)
+    with _locked(settings, exclusive=True):
+        store = _open_store(settings, require_registry=True)
+        feature_view = store.get_feature_view(FEATURE_VIEW_NAME)
+        timestamp_field = feature_view.batch_source.timestamp_field
+        _clear_online_table(store, feature_view)
+    windows = []
+    for index, part in enumerate(parts):
+        table = pq.read_table(part, columns=[timestamp_field])
+        if table.num_rows == 0:
+            continue
+        timestamps = _to_utc_ns(table.column(timestamp_field).to_pandas())
+        start, end = timestamps.min().floor("us"), timestamps.max().ceil("us")
+        windows.append(
+            MaterializeWindow(
+                index, part, start.to_pydatetime(), end.to_pydatetime(), table.num_rows
+            )
+        )
+    return windows
+
+
+def materialize_window(settings: Settings, window: MaterializeWindow) -> MaterializeReport:
+    """Materialise one window into the online store: Feast reads only that partition's file
+    (the feature view's source, swapped for it) over the window's span, in batches of
+    :data:`WRITE_BATCH_ROWS` rows. Idempotent, so a failed window is retried alone.
+
+    Holds the shared store lock (the registry is only read); how many windows write at once
+    is the caller's concurrency limit (:func:`online_writers`).
+    """
+    started = time.perf_counter()
+    with _locked(settings, exclusive=False):
+        store = _open_store(settings, require_registry=True)
+        feature_view = _view_over(store.get_feature_view(FEATURE_VIEW_NAME), window.source)
+        config = store.config
+        config.materialization_config = config.materialization_config.model_copy(
+            update={"online_write_batch_size": WRITE_BATCH_ROWS}
+        )
+        with _local_dask():
+            store._get_provider().materialize_single_feature_view(
+                config=config,
+                feature_view=feature_view,
+                start_date=window.start,
+                end_date=window.end,
+                registry=store.registry,
+                project=store.project,
+                tqdm_builder=_no_progress,
+            )
+    seconds = time.perf_counter() - started
+    logger.info(
+        "Materialised window %d (%d rows, %s .. %s) in %.2f s",
+        window.index,
+        window.rows,
+        window.start.isoformat(),
+        window.end.isoformat(),
+        seconds,
+    )
+    return MaterializeReport(window.rows, 1, seconds, window.rows / seconds if seconds else 0.0)
+
+
+def finish_materialization(
+    settings: Settings,
+    windows: Sequence[MaterializeWindow],
+    reports: Sequence[MaterializeReport],
+    expected_rows: int,
+    seconds: float,
+) -> MaterializeReport:
+    """Record the materialised span in the registry and check the online row count.
+
+    Raises:
+        FeatureStoreError: the online store holds a different number of rows than
+            ``expected_rows``.
+    """
+    with _locked(settings, exclusive=True):
+        store = _open_store(settings, require_registry=True)
+        feature_view = store.get_feature_view(FEATURE_VIEW_NAME)
+        if windows:
+            start = min(w.start for w in windows)
+            end = max(w.end for w in windows)
+            store.registry.apply_materialization(feature_view, store.project, start, end)
+        rows = _count_online_rows(store, feature_view)
+    if rows != expected_rows:
+        raise FeatureStoreError(
+            f"Online store holds {rows} {FEATURE_VIEW_NAME} rows after materialising "
+            f"{len(windows)} window(s) of {sum(w.rows for w in windows)} rows; "
+            f"expected {expected_rows}"
+        )
+    report = MaterializeReport(rows, len(windows), seconds, rows / seconds if seconds else 0.0)
+    logger.info(
+        "Materialised %d rows in %d window(s): %.2f s of windows, %.0f rows/s",
+        rows,
+        len(reports),
+        seconds,
+        report.rows_per_second,
+    )
+    return report
+
+
+def _view_over(feature_view: FeatureView, source: Path) -> FeatureView:
+    """A copy of ``feature_view`` whose offline source is one partition file."""
+    import copy
+
+    view = copy.deepcopy(feature_view)
+    view.batch_source.file_options.uri = str(source)
+    return view
+
+
+def _no_progress(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=True)
+
+
+def get_historical_features(
+    settings: Settings, entity_df: pd.DataFrame, source: Path | None = None
+) -> pd.DataFrame:
     """Point-in-time features for each (id, event_timestamp) row, in ``entity_df``'s order.
 
     A row gets the project's features when ``created_on <= event_timestamp`` and the gap is
@@ -165,6 +315,8 @@ def get_historical_features(settings: Settings, entity_df: pd.DataFrame) -> pd.D
         settings: Where the stores live.
         entity_df: Columns ``id`` and ``event_timestamp`` (UTC; naive values are taken as
             UTC), plus any others, which are kept.
+        source: One partition file of the offline source holding every row these entities
+            need (Feast then reads only it); None: the whole source.
 
     Returns:
         ``entity_df`` (same index and order) with ``text`` and ``tag`` added.
@@ -185,9 +337,22 @@ def get_historical_features(settings: Settings, entity_df: pd.DataFrame) -> pd.D
     started = time.perf_counter()
     with _locked(settings, exclusive=False):
         store = _open_store(settings, require_registry=True)
-        _require_source(store, store.get_feature_view(FEATURE_VIEW_NAME))
+        feature_view = store.get_feature_view(FEATURE_VIEW_NAME)
+        _require_source(store, feature_view)
         with _local_dask():
-            retrieved = store.get_historical_features(entity_df=keys, features=refs).to_df()
+            if source is None:
+                retrieved = store.get_historical_features(entity_df=keys, features=refs).to_df()
+            else:
+                job = store._get_provider().get_historical_features(
+                    store.config,
+                    [_view_over(feature_view, source)],
+                    refs,
+                    keys,
+                    store.registry,
+                    store.project,
+                    False,
+                )
+                retrieved = job.to_df()
 
     retrieved[EVENT_TIMESTAMP] = _to_utc_ns(retrieved[EVENT_TIMESTAMP])
     retrieved = retrieved[[JOIN_KEY, EVENT_TIMESTAMP, *FEATURE_NAMES]].drop_duplicates(

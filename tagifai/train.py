@@ -4,27 +4,42 @@ The blocks are TF-IDF (or hashing) vectorisers of the text and, optionally, its 
 embedding. A fitted model takes either a list of texts, which it embeds itself
 (:mod:`tagifai.embeddings`), or a frame from :func:`model_input` with ``text`` and precomputed
 ``embedding`` columns (training with the feature store's vectors): one object serves both.
+
+scikit-learn is imported inside the functions (the transformer classes live in
+:mod:`tagifai.blocks`): the flows import this module for :class:`ModelParams`, and a flow-run
+process that only orchestrates never needs scikit-learn.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.pipeline import Pipeline
 
 from tagifai.config import SEED
-from tagifai.embeddings import EmbeddingModelInfo, get_encoder
-from tagifai.errors import EmbeddingModelError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
+
+# Models pickled before the blocks moved refer to them here (pickle looks them up by name).
+_MOVED_TO_BLOCKS = ("TextColumn", "SentenceEmbeddings", "SAME_VECTOR_COSINE")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_BLOCKS:
+        from tagifai import blocks
+
+        return getattr(blocks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Classifier = Literal["logreg", "svm", "sgd"]
 
@@ -98,104 +113,15 @@ def _as_input(X: ModelInput) -> pd.DataFrame | list[str]:
     return X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else texts_of(X)
 
 
-class TextColumn(TransformerMixin, BaseEstimator):
-    """Selects the texts of the model input for the vectorisers."""
-
-    def fit(self, X: ModelInput, y: Any = None) -> TextColumn:
-        return self
-
-    def transform(self, X: ModelInput) -> list[str]:
-        return texts_of(X)
-
-
-# Precomputed vectors must be the encoder's own: cosine at least this on a spot check
-# (the same model on another CPU differs by ~1e-7; fp32 against int8 weights by ~5e-4).
-SAME_VECTOR_COSINE = 1 - 1e-4
-
-
-class SentenceEmbeddings(TransformerMixin, BaseEstimator):
-    """The sentence-embedding block: the input's ``embedding`` column when it has one,
-    otherwise (and for rows without a vector) the texts embedded by the encoder.
-
-    Fitting records the encoder's identity (model id and checksums); transforming with a
-    different encoder raises :class:`EmbeddingModelError`. The encoder (an onnxruntime
-    session) is looked up per process and never pickled with the model.
-    """
-
-    def __init__(
-        self, model_dir: Path | None = None, threads: int | None = None, spot_check: int = 2
-    ) -> None:
-        self.model_dir = model_dir
-        self.threads = threads
-        self.spot_check = spot_check
-
-    def _encoder(self) -> Any:
-        return get_encoder(self.model_dir, self.threads)
-
-    def fit(self, X: ModelInput, y: Any = None) -> SentenceEmbeddings:
-        encoder = self._encoder()
-        self.model_info_: EmbeddingModelInfo = encoder.info
-        self.dimension_: int = encoder.dimension
-        given = _given_vectors(X)
-        if given is not None:
-            rows = [i for i, v in enumerate(given) if v is not None][: self.spot_check]
-            if rows:
-                self._check_width(given[rows[0]])
-                texts = texts_of(X)
-                fresh = encoder.embed([texts[i] for i in rows])
-                supplied = np.stack([given[i] for i in rows]).astype(np.float32)
-                cosine = float((fresh * supplied).sum(axis=1).min())
-                if cosine < SAME_VECTOR_COSINE:
-                    raise EmbeddingModelError(
-                        f"the input's embeddings were not made by {self.model_info_.describe()}: "
-                        f"cosine {cosine:.4f} with its own vectors of the same texts"
-                    )
-        return self
-
-    def _check_width(self, vector: np.ndarray) -> None:
-        if np.shape(vector) != (self.dimension_,):
-            raise EmbeddingModelError(
-                f"embedding of shape {np.shape(vector)}; {self.model_info_.model_id} "
-                f"gives ({self.dimension_},)"
-            )
-
-    def transform(self, X: ModelInput) -> np.ndarray:
-        given = _given_vectors(X) or [None] * len(X)
-        vectors = np.zeros((len(given), self.dimension_), dtype=np.float32)
-        present = [i for i, v in enumerate(given) if v is not None]
-        missing = [i for i, v in enumerate(given) if v is None]
-        if present:
-            for i in present:
-                self._check_width(given[i])  # type: ignore[arg-type]
-            vectors[present] = np.stack([given[i] for i in present])  # type: ignore[misc]
-        if missing:
-            encoder = self._encoder()
-            if not encoder.info.same_files(self.model_info_):
-                raise EmbeddingModelError(
-                    f"this model was fitted on embeddings of {self.model_info_.describe()}, "
-                    f"but the encoder found is {encoder.info.describe()}"
-                )
-            texts = texts_of(X)
-            vectors[missing] = encoder.embed([texts[i] for i in missing])
-        return vectors
-
-
-def _given_vectors(X: ModelInput) -> list[np.ndarray | None] | None:
-    """The frame's ``embedding`` column as a list (None for a row without one), else None."""
-    if not isinstance(X, pd.DataFrame) or "embedding" not in X.columns:
-        return None
-    return [
-        None if v is None or (np.ndim(v) == 0 and pd.isna(v)) else np.asarray(v)
-        for v in X["embedding"]
-    ]
-
-
 def _vectorizers(params: ModelParams) -> list[tuple[str, Any]]:
     from sklearn.feature_extraction.text import (
         HashingVectorizer,
         TfidfTransformer,
         TfidfVectorizer,
     )
+    from sklearn.pipeline import Pipeline
+
+    from tagifai.blocks import TextColumn
 
     def make(analyzer: str, ngram_range: tuple[int, int]) -> Any:
         if params.vectorizer == "hashing":
@@ -255,7 +181,9 @@ def build_pipeline(
 
     ``embedding_model_dir`` is the encoder the embedding block uses (None: the packaged default).
     """
-    from sklearn.pipeline import FeatureUnion
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    from tagifai.blocks import SentenceEmbeddings
 
     blocks = _vectorizers(params)
     weights = {"word": 1.0, "char": params.char_weight, "embedding": params.embedding_weight}
@@ -343,3 +271,71 @@ def cross_validate(
     ]
     values = np.array(scores)
     return CVResult(mean=float(values.mean()), std=float(values.std()), scores=tuple(scores))
+
+
+def is_incremental(params: ModelParams) -> bool:
+    """Whether a model with ``params`` can learn partition by partition (``partial_fit``):
+    hashed words and SGD, without the blocks that need every text at once."""
+    return (
+        params.vectorizer == "hashing"
+        and params.classifier == "sgd"
+        and params.char_weight <= 0
+        and params.embedding_weight <= 0
+    )
+
+
+def fit_incremental(
+    batches: Callable[[], Iterable[pd.DataFrame]], params: ModelParams, seed: int = SEED
+) -> tuple[Pipeline, int]:
+    """Fit the same pipeline as :func:`fit_model` on batches it reads one at a time.
+
+    Two passes over ``batches()`` (frames with ``text`` and ``tag``): the first counts
+    labels and, per hashed feature, the documents holding it (the TF-IDF weights, as
+    ``TfidfTransformer`` computes them on all rows at once); the second is one epoch of
+    ``SGDClassifier.partial_fit``, each batch's rows in a seeded random order. Memory is one
+    batch plus the model, whatever the rows.
+
+    Returns:
+        The fitted pipeline and the number of rows it learnt from.
+
+    Raises:
+        ValueError: ``params`` is not incremental (:func:`is_incremental`), or no rows.
+    """
+    if not is_incremental(params):
+        raise ValueError(f"{params} cannot be fitted incrementally")
+    import scipy.sparse as sp
+
+    started = time.perf_counter()
+    model = build_pipeline(params, seed)
+    word = dict(model.named_steps["features"].transformer_list)["word"]
+    hashing, tfidf = word.named_steps["hash"], word.named_steps["tfidf"]
+    documents = np.zeros(params.n_features, dtype=np.int64)
+    labels: dict[str, int] = {}
+    rows = 0
+    for batch in batches():
+        counts = hashing.transform(texts_of(batch))
+        documents += np.bincount(sp.csr_matrix(counts).indices, minlength=params.n_features)
+        for label, count in batch["tag"].value_counts().items():
+            labels[str(label)] = labels.get(str(label), 0) + int(count)
+        rows += len(batch)
+    if rows == 0:
+        raise ValueError("no rows to fit")
+    tfidf.fit(sp.csr_matrix((1, params.n_features)))  # shape and attributes; idf set below
+    tfidf.idf_ = np.log((1 + rows) / (1 + documents)) + 1  # smooth_idf, as fit computes it
+    classes = np.array(sorted(labels))
+    classifier = model.named_steps["classifier"]
+    if params.class_weight == "balanced":  # partial_fit takes explicit weights only
+        weights = {c: rows / (len(classes) * labels[c]) for c in classes}
+        classifier.set_params(class_weight=weights)
+    features = model.named_steps["features"]
+    order = np.random.default_rng(seed)
+    for batch in batches():
+        batch = batch.iloc[order.permutation(len(batch))]
+        classifier.partial_fit(features.transform(texts_of(batch)), batch["tag"], classes)
+    logger.info(
+        "fitted %s incrementally on %d texts in %.2f s",
+        params.classifier,
+        rows,
+        time.perf_counter() - started,
+    )
+    return model, rows
