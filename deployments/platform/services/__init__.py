@@ -3,12 +3,21 @@
 Adding a service is one module here defining ``SPEC = ServiceSpec(...)`` (see
 ``deployments.platform.spec``) and one line in :data:`REGISTRY`. ``up`` starts services in
 registry order and ``down`` stops them in reverse, so a service comes after the services it
-requires or whose records it reads (the worker links to the MLflow UI and the receiver).
+requires or whose records it reads (the worker links to the MLflow UI, the receiver and the
+Dask cluster).
 """
 
 from __future__ import annotations
 
-from deployments.platform.services import mlflow, sensor, server, webhook, worker
+from deployments.platform.services import (
+    dask_scheduler,
+    dask_workers,
+    mlflow,
+    sensor,
+    server,
+    webhook,
+    worker,
+)
 from deployments.platform.spec import ServiceSpec
 
 REGISTRY: tuple[ServiceSpec, ...] = (
@@ -16,6 +25,8 @@ REGISTRY: tuple[ServiceSpec, ...] = (
     mlflow.SPEC,
     webhook.SPEC,
     sensor.SPEC,
+    dask_scheduler.SPEC,
+    dask_workers.SPEC,
     worker.SPEC,
 )
 # What `up` starts when no service is named.

@@ -9,7 +9,7 @@ import httpx
 
 from deployments.platform.auth import prefect_auth_headers
 from deployments.platform.records import read_record
-from deployments.platform.services import mlflow, webhook
+from deployments.platform.services import dask_workers, mlflow, webhook
 from deployments.platform.spec import (
     Launch,
     LaunchContext,
@@ -23,10 +23,13 @@ WORK_POOL = "tagifai"
 # Prefect polls every 10 s by default; 2 s keeps webhook-to-running latency low for a local
 # platform at the cost of one cheap SQLite query every 2 s.
 DEFAULT_WORKER_QUERY_SECONDS = "2"
-# Links in the flows' artifacts: the MLflow UI and the Data Docs the receiver serves.
+# Links in the flows' artifacts: the MLflow UI and the Data Docs the receiver serves; and the
+# warm Dask cluster, where the flow runs submit their tasks (the workers' record holds the
+# scheduler's address).
 LINKS = (
     (mlflow.SPEC.name, "TAGIFAI_MLFLOW_UI_URL", ""),
     (webhook.SPEC.name, "TAGIFAI_DATA_DOCS_URL", "/data-docs"),
+    (dask_workers.SPEC.name, "TAGIFAI_DASK_ADDRESS", ""),
 )
 
 
