@@ -55,8 +55,9 @@ def _import_mlflow() -> None:
         import mlflow.sklearn  # noqa: F401
 
 
-def _is_local(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+def _is_server(uri: str) -> bool:
+    """A tracking server (it owns the artifact root), not a store this process writes to."""
+    return uri.startswith(("http://", "https://", "databricks"))
 
 
 _EXPERIMENTS: dict[str, str] = {}
@@ -75,6 +76,11 @@ def connect(settings: Settings) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def ensure_experiment(settings: Settings) -> str:
+    """The id of the ``tagifai`` experiment in the settings' store, created if missing."""
+    return _experiment_id(settings, connect(settings))
+
+
 def _experiment_id(settings: Settings, client: Any) -> str:
     """The ``tagifai`` experiment's id, created on first use (artifacts under stores/)."""
     uri = settings.mlflow_tracking_uri
@@ -83,8 +89,8 @@ def _experiment_id(settings: Settings, client: Any) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         artifact_location = None
-        if _is_local(uri):  # keep artifacts under stores/, not in ./mlruns of the cwd
-            artifact_location = (settings.mlflow_dir / "artifacts").resolve().as_uri()
+        if not _is_server(uri):  # SQLite or PostgreSQL: artifacts under stores/, not ./mlruns
+            artifact_location = settings.mlflow_artifacts_dir.resolve().as_uri()
         try:
             experiment_id = client.create_experiment(EXPERIMENT, artifact_location)
         except Exception:  # another process created it first
