@@ -530,6 +530,14 @@ def _count_online_rows(store: FeatureStore, feature_view: FeatureView) -> int:
     return int(rows)
 
 
+# Counts the keys of one SCAN page that hold a field, in Redis: one round trip per page.
+_COUNT_WITH_FIELD = """
+local found = 0
+for _, key in ipairs(KEYS) do found = found + redis.call('HEXISTS', key, ARGV[1]) end
+return found
+"""
+
+
 def _count_redis_rows(store: FeatureStore, feature_view: FeatureView) -> int:
     """Entities with a row of ``feature_view`` in Redis.
 
@@ -544,22 +552,15 @@ def _count_redis_rows(store: FeatureStore, feature_view: FeatureView) -> int:
     view = compute_versioned_name(
         feature_view, config.registry.enable_online_feature_view_versioning
     )
-    timestamp_field = f"_ts:{view}".encode()
+    count_with_field = client.register_script(_COUNT_WITH_FIELD)
     pattern = _redis_key_prefix(feature_view.join_keys) + b"*" + config.project.encode()
-    rows, keys = 0, []
-    for key in client.scan_iter(match=pattern, count=REDIS_SCAN_BATCH):
-        keys.append(key)
-        if len(keys) == REDIS_SCAN_BATCH:
-            rows += _count_with_field(client, keys, timestamp_field)
-            keys = []
-    return rows + _count_with_field(client, keys, timestamp_field)
-
-
-def _count_with_field(client: Any, keys: list[bytes], field: bytes) -> int:
-    with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hexists(key, field)
-        return sum(bool(found) for found in pipe.execute())
+    rows, cursor = 0, 0
+    while True:
+        cursor, keys = client.scan(cursor, match=pattern, count=REDIS_SCAN_BATCH)
+        if keys:
+            rows += int(count_with_field(keys=keys, args=[f"_ts:{view}"]))
+        if cursor == 0:
+            return rows
 
 
 def _has_table(connection: sqlite3.Connection, table: str) -> bool:

@@ -242,11 +242,18 @@ def down(settings: Settings, registry: Sequence[ServiceSpec] = REGISTRY) -> list
 def status(
     settings: Settings, registry: Sequence[ServiceSpec] = REGISTRY
 ) -> dict[str, ServiceStatus]:
-    """State of every service, with the resident memory of its process tree when running."""
+    """State of every service, with the resident memory of its process tree when running.
+
+    A service outside the default set that nothing in this mode requires (PostgreSQL and
+    Redis, embedded) is listed only while it has a record.
+    """
     result: dict[str, ServiceStatus] = {}
+    wanted = {name for spec in registry if spec.default for name in _requirements(spec, settings)}
     for spec in registry:
         record = read_record(settings, spec.name)
         external = _external_url(spec)
+        if not (spec.default or spec.name in wanted or record is not None or external):
+            continue
         if external and record is None:
             healthy = spec.healthy(settings, external, None)
             result[spec.name] = ServiceStatus(
