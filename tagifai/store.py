@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+FEATURE_STORE_YAML = "feature_store.yaml"  # the default; settings.feast_config picks the file
 DEFINITIONS_FILE = "definitions.py"
 FEATURE_VIEW_NAME = "project_features"
 FEATURE_NAMES: tuple[str, ...] = ("text", "tag")
