@@ -194,8 +194,9 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
                 "start team mode with `make up TEAM=1`"
             )
         if team_file is not None:
-            team = _team_settings({**team_file, **env}, stores_dir)
-            env = {**_team_defaults(team), **team_file, **env}
+            given = {name: value for name, value in env.items() if value}  # empty = unset
+            team = _team_settings({**team_file, **given}, stores_dir)
+            env = {**_team_defaults(team), **team_file, **given}
     mlflow_uri = (
         env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{stores_dir / 'mlflow' / 'mlflow.db'}"
     )

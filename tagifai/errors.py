@@ -28,3 +28,7 @@ class FeatureStoreError(TagifaiError):
 
 class ModelNotFoundError(TagifaiError):
     """No model (or no production model) exists yet."""
+
+
+class RegistryUnavailableError(TagifaiError):
+    """The MLflow store (a team's PostgreSQL) cannot be reached."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tagifai.config import MODEL_NAME, PRODUCTION_ALIAS, Settings
-from tagifai.errors import ModelNotFoundError
+from tagifai.errors import ModelNotFoundError, RegistryUnavailableError
 from tagifai.evaluate import EvaluationReport
 from tagifai.reporting import plot_confusion, report_markdown
 
@@ -61,6 +61,30 @@ def _is_server(uri: str) -> bool:
 
 
 _EXPERIMENTS: dict[str, str] = {}
+_REACHED: set[str] = set()
+
+
+def _require_database(uri: str) -> None:
+    """Reach a PostgreSQL store once per process, failing in seconds with one readable line
+    (MLflow itself retries a refused connection for about two minutes, then raises)."""
+    if uri in _REACHED:
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        where = f"{engine.url.host}:{engine.url.port}/{engine.url.database}"
+        raise RegistryUnavailableError(
+            f"MLflow's database {where} does not answer ({reason}); in team mode start it "
+            "with `make up TEAM=1`"
+        ) from None
+    finally:
+        engine.dispose()
+    _REACHED.add(uri)
 
 
 def connect(settings: Settings) -> Any:
@@ -73,6 +97,8 @@ def connect(settings: Settings) -> Any:
     uri = settings.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith("postgresql"):
+        _require_database(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -58,6 +58,10 @@ def test_the_environment_overrides_team_env_which_overrides_team_defaults(
     assert settings.dask_workers == 4
     settings = get_settings({**env, "TAGIFAI_DASK_WORKERS": "3", "TAGIFAI_OPTUNA_STORAGE": "x"})
     assert settings.dask_workers == 3 and settings.optuna_storage == "x"
+    # An empty variable is unset, as everywhere else: it does not undo team mode.
+    assert get_settings({**env, "TAGIFAI_OPTUNA_STORAGE": ""}).optuna_storage.startswith(
+        "postgresql+psycopg://optuna@"
+    )
 
 
 def test_tagifai_team_0_ignores_team_env_and_1_requires_it(tmp_path: Path) -> None:
@@ -91,3 +95,21 @@ def test_urls_name_a_passfile_never_a_password(tmp_path: Path) -> None:
     settings = get_settings({"TAGIFAI_STORES_DIR": str(tmp_path)})
     assert "s3cret" not in repr(settings)
     assert read_env_file(tmp_path / "missing.env") is None
+
+
+def test_a_team_store_that_is_down_is_one_readable_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+    from deployments.platform import free_ports
+
+    port = free_ports()[0]  # nothing listens there
+    path = write_team_env(tmp_path)
+    path.write_text(path.read_text().replace("5433", str(port)))
+    env = {"TAGIFAI_STORES_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": ""}
+    result = CliRunner().invoke(app, ["predict", "--title", "yolo", "--description", "x"], env=env)
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"MLflow's database 127.0.0.1:{port}/mlflow does not answer" in lines[0]
+    assert "make up TEAM=1" in lines[0]
