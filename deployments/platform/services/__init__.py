@@ -8,10 +8,12 @@ requires or whose records it reads (the worker links to the MLflow UI and the re
 
 from __future__ import annotations
 
-from deployments.platform.services import mlflow, sensor, server, webhook, worker
+from deployments.platform.services import mlflow, postgres, redis, sensor, server, webhook, worker
 from deployments.platform.spec import ServiceSpec
 
 REGISTRY: tuple[ServiceSpec, ...] = (
+    postgres.SPEC,  # team mode only (required by the others' team_requires)
+    redis.SPEC,
     server.SPEC,
     mlflow.SPEC,
     webhook.SPEC,
@@ -20,3 +22,5 @@ REGISTRY: tuple[ServiceSpec, ...] = (
 )
 # What `up` starts when no service is named.
 SERVICES: tuple[str, ...] = tuple(spec.name for spec in REGISTRY if spec.default)
+# The team mode's stores: started with the server when team mode is on.
+TEAM_SERVICES: tuple[str, ...] = (postgres.SPEC.name, redis.SPEC.name)
