@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "optuna": "benchmarks.tuning",
     "chain": "benchmarks.chain",
     "scaling": "benchmarks.scaling",
+    "team": "benchmarks.team",
 }
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from deployments.team import app as team_app
 from tagifai.cli import (
     Margin,
     ProjectsUri,
@@ -38,6 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.registered_commands.extend(library_app.registered_commands)
+app.add_typer(team_app, name="team")
 
 
 def _use_prefect_api(settings: Settings) -> str:

@@ -143,7 +143,7 @@ def train(
     )
     trained, evaluation = outcome.trained, outcome.evaluation
     typer.echo(
-        f"cross-validated weighted F1 (5-fold, train+val): "
+        f"cross-validated weighted F1 (5-fold x {len(trained.cv.scores) // 5}, train+val): "
         f"{trained.cv.mean:.4f} ± {trained.cv.std:.4f}"
     )
     typer.echo(

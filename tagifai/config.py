@@ -3,6 +3,11 @@
 Nothing here runs at import time; call :func:`get_settings` where a setting is needed.
 Every piece of runtime state lives under one directory, ``stores/`` by default
 (``TAGIFAI_STORES_DIR`` moves it).
+
+Team mode is a property of that directory: ``python -m deployments.platform up --team``
+writes ``stores/team/team.env``, and while that file exists every edge that builds settings
+(a command, a flow run, a service) talks to the team's PostgreSQL (MLflow, Optuna) and Redis
+(Feast's online store) instead of the embedded SQLite files. ``TAGIFAI_TEAM=0`` ignores it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from tagifai.errors import ConfigError
 
@@ -64,6 +69,47 @@ class SqlTables:
 
 SensorSource = LandingDir | SqlTables
 
+# Under the stores dir: the team mode's settings file (KEY=VALUE lines, like the environment).
+TEAM_ENV_FILE = Path("team") / "team.env"
+FEAST_CONFIG = "feature_store.yaml"
+FEAST_TEAM_CONFIG = "feature_store.redis.yaml"
+
+
+@dataclass(frozen=True)
+class TeamSettings:
+    """The team stack of a stores dir: PostgreSQL and Redis on the loopback.
+
+    Passwords live in files under ``secrets/`` (mode 0600), never in a URL: PostgreSQL clients
+    read theirs from a libpq passfile named in the URL, Redis clients from its password file.
+    """
+
+    directory: Path  # stores/team
+    postgres_port: int
+    redis_port: int
+    host: str = "127.0.0.1"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.directory / "secrets"
+
+    @property
+    def pgpass(self) -> Path:
+        """The libpq password file: one line per database role."""
+        return self.secrets_dir / "pgpass"
+
+    @property
+    def redis_password_file(self) -> Path:
+        return self.secrets_dir / "redis-password"
+
+    def database_url(self, database: str, driver: str = "postgresql+psycopg") -> str:
+        """SQLAlchemy URL of one of the team's databases, as its own role (same name)."""
+        where = f"{self.host}:{self.postgres_port}/{database}"
+        return f"{driver}://{database}@{where}?passfile={quote(str(self.pgpass))}"
+
+    @property
+    def redis_address(self) -> str:
+        return f"{self.host}:{self.redis_port}"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -75,6 +121,12 @@ class Settings:
     feature_repo_dir: Path = REPO_ROOT / "feature_repo"
     mlflow_tracking_uri: str = ""
     optuna_storage: str = ""  # an RDB URL; empty means a journal file under stores/optuna
+    # Feast: which YAML of feature_repo/ configures the store, and the Redis its
+    # ${TAGIFAI_REDIS_CONNECTION} placeholder points at (host:port, password in a file).
+    feast_config: str = FEAST_CONFIG
+    redis_address: str | None = None
+    redis_password_file: Path | None = None
+    team: TeamSettings | None = None  # None: embedded SQLite stores
     dask_address: str | None = None
     dask_workers: int = 2
     # The local cluster's workers: threads in the flow-run process (default: nothing to start
@@ -135,6 +187,13 @@ class Settings:
         return self.stores_dir / "mlflow"
 
     @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Artifact root of the experiment (and of the MLflow server) for this mode."""
+        if self.team is not None:
+            return self.team.directory / "mlflow-artifacts"
+        return self.mlflow_dir / "artifacts"
+
+    @property
     def optuna_journal(self) -> Path:
         return self.stores_dir / "optuna" / "journal.log"
 
@@ -175,10 +234,25 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
     """Build settings from the environment (``TAGIFAI_*``, ``MLFLOW_TRACKING_URI``).
 
     Called once at each edge (a command, a flow run, a service's start-up); everything below
-    takes the resulting object.
+    takes the resulting object. In team mode (``stores/team/team.env`` exists and
+    ``TAGIFAI_TEAM`` is not false) that file's values and the team's URLs come first, and the
+    environment still overrides any of them.
     """
     env = dict(os.environ) if env is None else env
     stores_dir = Path(env.get("TAGIFAI_STORES_DIR") or REPO_ROOT / "stores").resolve()
+    team = None
+    wanted = (env.get("TAGIFAI_TEAM") or "").strip()
+    if not wanted or _bool(env, "TAGIFAI_TEAM", True):
+        team_file = read_env_file(stores_dir / TEAM_ENV_FILE)
+        if team_file is None and wanted:
+            raise ConfigError(
+                f"TAGIFAI_TEAM={wanted} but {stores_dir / TEAM_ENV_FILE} does not exist: "
+                "start team mode with `make up TEAM=1`"
+            )
+        if team_file is not None:
+            given = {name: value for name, value in env.items() if value}  # empty = unset
+            team = _team_settings({**team_file, **given}, stores_dir)
+            env = {**_team_defaults(team), **team_file, **given}
     mlflow_uri = (
         env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{stores_dir / 'mlflow' / 'mlflow.db'}"
     )
@@ -189,6 +263,10 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         data_dir=Path(env.get("TAGIFAI_DATA_DIR") or SHIPPED_DATA_DIR).resolve(),
         mlflow_tracking_uri=mlflow_uri,
         optuna_storage=optuna_storage,
+        feast_config=env.get("TAGIFAI_FEAST_CONFIG") or FEAST_CONFIG,
+        redis_address=env.get("TAGIFAI_REDIS_ADDRESS") or None,
+        redis_password_file=_path(env, "TAGIFAI_REDIS_PASSWORD_FILE"),
+        team=team,
         dask_address=env.get("TAGIFAI_DASK_ADDRESS") or None,
         dask_workers=_int(env, "TAGIFAI_DASK_WORKERS", 2),
         dask_processes=_bool(env, "TAGIFAI_DASK_PROCESSES", False),
@@ -210,6 +288,50 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
 def _path(env: dict[str, str], name: str) -> Path | None:
     raw = (env.get(name) or "").strip()
     return Path(raw).expanduser().resolve() if raw else None
+
+
+def read_env_file(path: Path) -> dict[str, str] | None:
+    """``KEY=VALUE`` lines of an env file (``#`` comments, blank lines); None if it is absent."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    values = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        if not equals or not name.strip().isidentifier():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, not {line[:40]!r}")
+        values[name.strip()] = value.strip()
+    return values
+
+
+def _team_settings(env: dict[str, str], stores_dir: Path) -> TeamSettings:
+    names = ("TAGIFAI_TEAM_POSTGRES_PORT", "TAGIFAI_TEAM_REDIS_PORT")
+    missing = [name for name in names if not env.get(name)]
+    if missing:
+        raise ConfigError(
+            f"{stores_dir / TEAM_ENV_FILE} lacks {', '.join(missing)}: run "
+            "`python -m deployments.platform up --team` again"
+        )
+    return TeamSettings(
+        directory=stores_dir / TEAM_ENV_FILE.parent,
+        postgres_port=_int(env, names[0], 0),
+        redis_port=_int(env, names[1], 0),
+    )
+
+
+def _team_defaults(team: TeamSettings) -> dict[str, str]:
+    """The settings team mode changes: MLflow and Optuna on PostgreSQL, Feast online on Redis."""
+    return {
+        "MLFLOW_TRACKING_URI": team.database_url("mlflow"),
+        "TAGIFAI_OPTUNA_STORAGE": team.database_url("optuna"),
+        "TAGIFAI_FEAST_CONFIG": FEAST_TEAM_CONFIG,
+        "TAGIFAI_REDIS_ADDRESS": team.redis_address,
+        "TAGIFAI_REDIS_PASSWORD_FILE": str(team.redis_password_file),
+    }
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:

@@ -32,3 +32,7 @@ class ModelNotFoundError(TagifaiError):
 
 class EmbeddingModelError(TagifaiError):
     """The sentence-embedding model is missing, altered, unreadable or not the one expected."""
+
+
+class RegistryUnavailableError(TagifaiError):
+    """The MLflow store (a team's PostgreSQL) cannot be reached."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tagifai.config import MODEL_NAME, PRODUCTION_ALIAS, Settings
-from tagifai.errors import ModelNotFoundError
+from tagifai.errors import ModelNotFoundError, RegistryUnavailableError
 from tagifai.evaluate import EvaluationReport
 from tagifai.reporting import plot_confusion, report_markdown
 
@@ -55,11 +55,36 @@ def _import_mlflow() -> None:
         import mlflow.sklearn  # noqa: F401
 
 
-def _is_local(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+def _is_server(uri: str) -> bool:
+    """A tracking server (it owns the artifact root), not a store this process writes to."""
+    return uri.startswith(("http://", "https://", "databricks"))
 
 
 _EXPERIMENTS: dict[str, str] = {}
+_REACHED: set[str] = set()
+
+
+def _require_database(uri: str) -> None:
+    """Reach a PostgreSQL store once per process, failing in seconds with one readable line
+    (MLflow itself retries a refused connection for about two minutes, then raises)."""
+    if uri in _REACHED:
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        where = f"{engine.url.host}:{engine.url.port}/{engine.url.database}"
+        raise RegistryUnavailableError(
+            f"MLflow's database {where} does not answer ({reason}); in team mode start it "
+            "with `make up TEAM=1`"
+        ) from None
+    finally:
+        engine.dispose()
+    _REACHED.add(uri)
 
 
 def connect(settings: Settings) -> Any:
@@ -72,7 +97,14 @@ def connect(settings: Settings) -> Any:
     uri = settings.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith("postgresql"):
+        _require_database(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(settings: Settings) -> str:
+    """The id of the ``tagifai`` experiment in the settings' store, created if missing."""
+    return _experiment_id(settings, connect(settings))
 
 
 def _experiment_id(settings: Settings, client: Any) -> str:
@@ -83,8 +115,8 @@ def _experiment_id(settings: Settings, client: Any) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         artifact_location = None
-        if _is_local(uri):  # keep artifacts under stores/, not in ./mlruns of the cwd
-            artifact_location = (settings.mlflow_dir / "artifacts").resolve().as_uri()
+        if not _is_server(uri):  # SQLite or PostgreSQL: artifacts under stores/, not ./mlruns
+            artifact_location = settings.mlflow_artifacts_dir.resolve().as_uri()
         try:
             experiment_id = client.create_experiment(EXPERIMENT, artifact_location)
         except Exception:  # another process created it first

@@ -48,8 +48,8 @@ def _production(settings: Settings) -> dict[str, Any] | None:
 
 
 def _online_rows(settings: Settings) -> int | None:
-    if not (settings.feast_dir / "registry.db").exists():
-        return None
-    from tagifai.store import count_online_rows
+    from tagifai.store import count_online_rows, registry_file
 
+    if not registry_file(settings).exists():
+        return None
     return count_online_rows(settings)

@@ -6,6 +6,9 @@ FileSource paths against the store's ``repo_path``; this module builds the store
 ``repo_path = settings.stores_dir`` while reading the YAML from ``settings.feature_repo_dir``.
 So the registry, the SQLite online store and the offline Parquet source all live under the
 stores directory (moved by ``TAGIFAI_STORES_DIR``) and nothing is written into the repository.
+Team mode reads ``feature_store.redis.yaml`` instead (``settings.feast_config``): the online
+store is then the team's Redis, whose ``${TAGIFAI_REDIS_CONNECTION}`` this module fills from
+the settings (the password from its file, never from the YAML or the environment).
 
 Concurrency: the DataOps flow writes (apply, materialise) from a Dask worker process while the
 MLOps flow reads from another process. Feast rewrites its file registry in place (truncate,
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import string
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -41,11 +45,11 @@ from tagifai.errors import FeatureStoreError
 from tagifai.files import file_lock
 
 if TYPE_CHECKING:
-    from feast import FeatureStore, FeatureView
+    from feast import FeatureStore, FeatureView, RepoConfig
 
 logger = logging.getLogger(__name__)
 
-FEATURE_STORE_YAML = "feature_store.yaml"
+FEATURE_STORE_YAML = "feature_store.yaml"  # the default; settings.feast_config picks the file
 DEFINITIONS_FILE = "definitions.py"
 FEATURE_VIEW_NAME = "project_features"
 FEATURE_NAMES: tuple[str, ...] = ("text", "embedding", "tag")
@@ -55,6 +59,9 @@ LOCK_FILE = "tagifai.lock"
 MISSING_IDS_SHOWN = 10
 # Rows per Feast materialize() call when no window is given; 1M rows in one call took 3.8 GiB.
 ROWS_PER_WINDOW = 100_000
+# The one placeholder a feature_store*.yaml may use; filled from settings.redis_*.
+REDIS_PLACEHOLDER = "TAGIFAI_REDIS_CONNECTION"
+REDIS_SCAN_BATCH = 10_000
 
 _process_lock = threading.Lock()
 
@@ -405,6 +412,25 @@ def count_online_rows(settings: Settings) -> int:
         return _count_online_rows(store, store.get_feature_view(FEATURE_VIEW_NAME))
 
 
+def open_store(settings: Settings) -> FeatureStore:
+    """An open Feast store for a process that serves many online reads (a benchmark, a
+    server): opened under the shared lock, then read without it (the registry is cached)."""
+    with _locked(settings, exclusive=False):
+        return _open_store(settings, require_registry=True)
+
+
+def registry_file(settings: Settings) -> Path:
+    """Where the configured YAML keeps Feast's file registry (read without importing Feast)."""
+    import yaml
+
+    path = settings.feature_repo_dir / settings.feast_config
+    if not path.is_file():
+        raise FeatureStoreError(f"No Feast configuration at {path}")
+    registry = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("registry")
+    location = Path(registry["path"] if isinstance(registry, dict) else str(registry))
+    return location if location.is_absolute() else settings.stores_dir / location
+
+
 # --- internals: callers hold the lock -------------------------------------------------------
 
 
@@ -433,12 +459,11 @@ def _local_dask() -> Iterator[None]:
 def _open_store(settings: Settings, *, require_registry: bool = False) -> FeatureStore:
     from feast import FeatureStore
 
-    yaml_path = settings.feature_repo_dir / FEATURE_STORE_YAML
-    if not yaml_path.is_file():
-        raise FeatureStoreError(f"No Feast configuration at {yaml_path}")
-    store = FeatureStore(repo_path=str(settings.stores_dir), fs_yaml_file=yaml_path)
+    store = FeatureStore(repo_path=str(settings.stores_dir), config=_repo_config(settings))
     registry_path = _registry_path(store)
-    runtime_paths = (registry_path, _online_path(store))
+    runtime_paths = [registry_path]
+    if store.config.online_store.type == "sqlite":
+        runtime_paths.append(_online_path(store))
     for path in runtime_paths:
         if path.is_relative_to(settings.feature_repo_dir.resolve()):
             raise FeatureStoreError(
@@ -451,10 +476,87 @@ def _open_store(settings: Settings, *, require_registry: bool = False) -> Featur
         raise FeatureStoreError(
             f"No Feast registry at {registry_path}: apply the definitions first"
         )
+    if store.config.online_store.type == "redis":
+        _require_redis(store, settings)
     # A fresh store reads the registry here; refreshing makes that explicit and also clears
     # Feast's feature-service caches.
     store.refresh_registry()
     return store
+
+
+def _repo_config(settings: Settings) -> RepoConfig:
+    """The YAML ``settings.feast_config`` names, as Feast's config, with its placeholder filled
+    from settings (``feast.repo_config.load_repo_config`` fills them from os.environ).
+
+    The YAML is parsed before the password goes in, and errors list fields and reasons but no
+    values, so no message can show the password.
+    """
+    import yaml
+    from feast.repo_config import RepoConfig
+    from pydantic import ValidationError
+
+    path = settings.feature_repo_dir / settings.feast_config
+    if not path.is_file():
+        raise FeatureStoreError(f"No Feast configuration at {path}")
+    raw = _fill_placeholders(yaml.safe_load(path.read_text(encoding="utf-8")), settings, path)
+    try:
+        config = RepoConfig(**raw)
+    except ValidationError as error:
+        reasons = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors(include_url=False, include_input=False)
+        )
+        raise FeatureStoreError(f"Invalid Feast configuration {path}: {reasons}") from None
+    config.repo_path = settings.stores_dir
+    return config
+
+
+def _fill_placeholders(node: Any, settings: Settings, path: Path) -> Any:
+    """``${TAGIFAI_REDIS_CONNECTION}`` in any string value; any other ``$`` is refused."""
+    if isinstance(node, dict):
+        return {key: _fill_placeholders(value, settings, path) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_fill_placeholders(value, settings, path) for value in node]
+    if not isinstance(node, str) or "$" not in node:
+        return node
+    template = string.Template(node)
+    names = set(template.get_identifiers())
+    if names - {REDIS_PLACEHOLDER} or not template.is_valid():
+        raise FeatureStoreError(f"{path} may use only ${{{REDIS_PLACEHOLDER}}}, not {node!r}")
+    return template.substitute({REDIS_PLACEHOLDER: _redis_connection(settings, path)})
+
+
+def _redis_connection(settings: Settings, path: Path) -> str:
+    """Feast's Redis connection string: ``host:port,password=...`` (password from its file)."""
+    if settings.redis_address is None:
+        raise FeatureStoreError(
+            f"{path.name} needs a Redis: start team mode (`make up TEAM=1`) or set "
+            "TAGIFAI_REDIS_ADDRESS (and TAGIFAI_REDIS_PASSWORD_FILE)"
+        )
+    if settings.redis_password_file is None:
+        return settings.redis_address
+    try:
+        password = settings.redis_password_file.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise FeatureStoreError(
+            f"Cannot read the Redis password file {settings.redis_password_file}: {error.strerror}"
+        ) from None
+    return f"{settings.redis_address},password={password}"
+
+
+def _require_redis(store: FeatureStore, settings: Settings) -> None:
+    """One round trip first, so that a Redis that is down or refuses the password is one
+    readable error instead of a traceback from inside Feast."""
+    import redis
+
+    client = store.provider.online_store._get_client(store.config.online_store)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        raise FeatureStoreError(
+            f"Feast's online store, Redis at {settings.redis_address}, does not answer "
+            f"({type(error).__name__}: {error}); start team mode with `make up TEAM=1`"
+        ) from None
 
 
 def _require_servable(feature_view: FeatureView) -> None:
@@ -568,6 +670,10 @@ def _online_table(store: FeatureStore, feature_view: FeatureView) -> tuple[Path,
 
 def _clear_online_table(store: FeatureStore, feature_view: FeatureView) -> None:
     """Empty the online table so that the next materialisation mirrors the source."""
+    if store.config.online_store.type == "redis":
+        # Feast's own: deletes this view's fields from every entity hash of the project.
+        store.provider.online_store.delete_table(store.config, feature_view)
+        return
     path, table = _online_table(store, feature_view)
     if not path.exists():
         return
@@ -577,6 +683,8 @@ def _clear_online_table(store: FeatureStore, feature_view: FeatureView) -> None:
 
 
 def _count_online_rows(store: FeatureStore, feature_view: FeatureView) -> int:
+    if store.config.online_store.type == "redis":
+        return _count_redis_rows(store, feature_view)
     path, table = _online_table(store, feature_view)
     if not path.exists():
         return 0
@@ -586,6 +694,39 @@ def _count_online_rows(store: FeatureStore, feature_view: FeatureView) -> int:
         # One SQLite row per (entity, feature): count entities.
         (rows,) = connection.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{table}"').fetchone()
     return int(rows)
+
+
+# Counts the keys of one SCAN page that hold a field, in Redis: one round trip per page.
+_COUNT_WITH_FIELD = """
+local found = 0
+for _, key in ipairs(KEYS) do found = found + redis.call('HEXISTS', key, ARGV[1]) end
+return found
+"""
+
+
+def _count_redis_rows(store: FeatureStore, feature_view: FeatureView) -> int:
+    """Entities with a row of ``feature_view`` in Redis.
+
+    Feast's Redis layout: one hash per entity key (the serialised key, then the project name),
+    holding a field per feature and ``_ts:<view>``; the keys of one entity type share a prefix
+    (what Feast's own ``delete_table`` scans for).
+    """
+    from feast.infra.online_stores.helpers import _redis_key_prefix, compute_versioned_name
+
+    config = store.config
+    client = store.provider.online_store._get_client(config.online_store)  # Feast's connection
+    view = compute_versioned_name(
+        feature_view, config.registry.enable_online_feature_view_versioning
+    )
+    count_with_field = client.register_script(_COUNT_WITH_FIELD)
+    pattern = _redis_key_prefix(feature_view.join_keys) + b"*" + config.project.encode()
+    rows, cursor = 0, 0
+    while True:
+        cursor, keys = client.scan(cursor, match=pattern, count=REDIS_SCAN_BATCH)
+        if keys:
+            rows += int(count_with_field(keys=keys, args=[f"_ts:{view}"]))
+        if cursor == 0:
+            return rows
 
 
 def _has_table(connection: sqlite3.Connection, table: str) -> bool:

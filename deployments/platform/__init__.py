@@ -1,6 +1,8 @@
-"""One-command local platform: Prefect server, process worker, webhook receiver and MLflow UI.
+"""One-command local platform: Prefect server, process worker, webhook receiver and MLflow UI,
+and in team mode PostgreSQL and Redis under them (docs/team-mode.md).
 
     python -m deployments.platform up [SERVICE ...]   # start what isn't running, print the URLs
+    python -m deployments.platform up --team          # switch stores/ to team mode, start it
     python -m deployments.platform status [--json]
     python -m deployments.platform url                # the Prefect API URL (starts the server)
     python -m deployments.platform down
@@ -11,7 +13,8 @@ project talks to one ``prefect server start`` on SQLite under ``stores/prefect``
 
 Modules: ``spec`` (what a service is), ``services`` (one module per service and the registry),
 ``supervisor`` (up/down/status), ``processes`` (spawn, verify, stop), ``records`` (files under
-``stores/platform`` and the lock), ``ports``, ``auth``, ``cli``.
+``stores/platform`` and the lock), ``ports``, ``auth``, ``team`` (team mode's switch, secrets,
+system users and binaries), ``cli``.
 
 Each service runs detached in its own session (process group), so it outlives the command that
 started it; its log, and a JSON record of its PID, start time, command line and URL, live in
@@ -29,6 +32,10 @@ Environment:
     TAGIFAI_WEBHOOK_SECRET            HMAC secret of the receiver; if unset one is generated once
                                       into ``stores/platform/webhook-secret`` (mode 0600)
     TAGIFAI_PLATFORM_TIMEOUT_SCALE    multiply the start-up timeouts (slow CI machines)
+    TAGIFAI_POSTGRES_PORT             team mode's first ports (5432, 6379 when free), fixed in
+    TAGIFAI_REDIS_PORT                stores/team/team.env by ``up --team``
+    TAGIFAI_POSTGRES_BINDIR           initdb/postgres (default: Debian's newest
+                                      /usr/lib/postgresql/<version>/bin); TAGIFAI_REDIS_SERVER
 
 Nothing here imports Prefect: the services are separate processes, so the CLI starts in a
 fraction of a second and ``status``/``down`` work even when Prefect itself is broken.

@@ -15,6 +15,7 @@ from deployments.platform.records import platform_dir
 from deployments.platform.services import REGISTRY
 from deployments.platform.spec import banner_line
 from deployments.platform.supervisor import ServiceStatus, down, ensure_server, status, up
+from deployments.platform.team import disable_team, enable_team, team_env_path
 from tagifai.config import Settings, get_settings
 from tagifai.errors import TagifaiError
 
@@ -56,6 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = ", ".join(spec.name for spec in REGISTRY if spec.default)
     start = commands.add_parser("up", help=f"start services (default: {defaults}), print URLs")
     start.add_argument("services", nargs="*", metavar="SERVICE", help=names)
+    mode = start.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--team",
+        action="store_true",
+        help="switch this stores dir to team mode (PostgreSQL and Redis; stays on until "
+        "--embedded) and start it",
+    )
+    mode.add_argument(
+        "--embedded",
+        action="store_true",
+        help="switch back to the embedded SQLite stores (team data is kept under stores/team)",
+    )
     commands.add_parser("down", help="stop the services this platform started")
     show = commands.add_parser("status", help="show each service's state")
     show.add_argument("--json", action="store_true", help="print JSON")
@@ -63,12 +76,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
-    settings = get_settings()
     try:
+        settings = get_settings()
+        if args.command == "up" and (args.team or args.embedded):
+            if args.team:
+                enable_team(settings)
+            else:
+                disable_team(settings)
+            settings = get_settings()
         if args.command == "up":
             started = time.monotonic()
             urls = up(settings, tuple(args.services) or None)
             _print_urls(settings, urls)
+            mode = f"team ({team_env_path(settings)})" if settings.team else "embedded (SQLite)"
+            print(banner_line("Mode", mode))
             print(f"Ready in {time.monotonic() - started:.1f} s")
         elif args.command == "down":
             stopped = down(settings)

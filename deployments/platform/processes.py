@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import psutil
 
@@ -120,6 +122,14 @@ def stop(record: ServiceRecord) -> bool:
     return True
 
 
+def as_user(user: str | None) -> dict[str, Any]:
+    """Popen arguments that drop to ``user`` (and its primary group) before ``exec``."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def spawn(
     settings: Settings,
     service: str,
@@ -128,8 +138,10 @@ def spawn(
     env: Mapping[str, str],
     url: str,
     prefect_api_url: str | None = None,
+    user: str | None = None,
 ) -> ServiceRecord:
-    """Start ``cmd`` detached (own session, stdin closed, output to its log) and record it.
+    """Start ``cmd`` detached (own session, stdin closed, output to its log) and record it;
+    as the system ``user`` (its own group, no supplementary groups) when one is given.
 
     Raises:
         PlatformError: the process exited before it could be recorded; carries its log tail.
@@ -149,6 +161,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            **as_user(user),
         )
     _SPAWNED[process.pid] = process
     try:
@@ -166,6 +179,7 @@ def spawn(
         log=str(log_path),
         started_at=time.time(),
         prefect_api_url=prefect_api_url,
+        team=settings.team is not None,
     )
     write_record(settings, record)
     logger.info("Started %s (pid %d), log %s", service, process.pid, log_path)

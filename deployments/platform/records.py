@@ -39,6 +39,7 @@ class ServiceRecord:
     log: str
     started_at: float
     prefect_api_url: str | None = None  # the API the service was pointed at, if it needs one
+    team: bool = False  # started in team mode (PostgreSQL and Redis) rather than embedded
 
 
 _FIELDS = frozenset(field.name for field in dataclasses.fields(ServiceRecord))

@@ -45,11 +45,15 @@ class LaunchContext:
 
 @dataclass(frozen=True)
 class Launch:
-    """How to start a service: command, environment, and the URL (or description) to record."""
+    """How to start a service: command, environment, and the URL (or description) to record.
+
+    ``user`` runs it as that system user instead of ours (PostgreSQL refuses to run as root).
+    """
 
     cmd: tuple[str, ...]
     env: Mapping[str, str]
     url: str
+    user: str | None = None
 
 
 def http_health(settings: Settings, url: str, prefect_api_url: str | None) -> bool:
@@ -78,6 +82,10 @@ class ServiceSpec:
             first) and is restarted when that URL moves.
         requires: services that must be healthy before it starts (they join the plan and
             come before it in the registry).
+        team_requires: more such services in team mode (``settings.team``); the service is
+            also restarted when team mode is switched on or off.
+        after_start: ``(settings, url) -> None``, run once when a fresh start is healthy
+            (create databases, roles, schemas); an error stops the service.
         external_env: a variable whose URL stands for this service: nothing is started then.
         default: started by ``up`` when no services are named.
         public_url: what ``up``/``status`` show, from the recorded URL.
@@ -94,6 +102,8 @@ class ServiceSpec:
     default_port: int = 0
     needs_prefect_api: bool = False
     requires: tuple[str, ...] = ()
+    team_requires: tuple[str, ...] = ()
+    after_start: Callable[[Settings, str], None] | None = None
     external_env: str | None = None
     default: bool = True
     public_url: Callable[[str], str] = _same

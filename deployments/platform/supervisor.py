@@ -24,7 +24,7 @@ from deployments.platform.records import (
     read_record,
     recorded_services,
 )
-from deployments.platform.services import REGISTRY, server
+from deployments.platform.services import REGISTRY, TEAM_SERVICES, server
 from deployments.platform.spec import LaunchContext, ServiceSpec
 from tagifai.config import Settings
 
@@ -44,24 +44,27 @@ class ServiceStatus:
     rss_bytes: int | None = None
 
 
-def _requirements(spec: ServiceSpec) -> tuple[str, ...]:
-    return ((SERVER,) if spec.needs_prefect_api else ()) + spec.requires
+def _requirements(spec: ServiceSpec, settings: Settings) -> tuple[str, ...]:
+    team = spec.team_requires if settings.team is not None else ()
+    return ((SERVER,) if spec.needs_prefect_api else ()) + spec.requires + team
 
 
-def _plan(names: Sequence[str], registry: Sequence[ServiceSpec]) -> list[ServiceSpec]:
+def _plan(
+    names: Sequence[str], registry: Sequence[ServiceSpec], settings: Settings
+) -> list[ServiceSpec]:
     """The named services and everything they require, in registry order."""
     known = [spec.name for spec in registry]
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise PlatformError(f"unknown service(s) {', '.join(unknown)}; choose from {tuple(known)}")
     for position, spec in enumerate(registry):
-        late = [name for name in _requirements(spec) if name not in known[:position]]
+        late = [name for name in _requirements(spec, settings) if name not in known[:position]]
         if late:
             raise PlatformError(f"{spec.name} requires {', '.join(late)}, registered before it")
     wanted = set(names)
     for spec in reversed(registry):  # requirements come earlier, so theirs are seen too
         if spec.name in wanted:
-            wanted.update(_requirements(spec))
+            wanted.update(_requirements(spec, settings))
     return [spec for spec in registry if spec.name in wanted]
 
 
@@ -84,6 +87,12 @@ def _reusable(settings: Settings, spec: ServiceSpec, api_url: str | None) -> Ser
         stop(record)
         forget(settings, spec.name)
         return None
+    if spec.team_requires and record.team != (settings.team is not None):
+        mode = "team" if settings.team is not None else "embedded"
+        logger.warning("Restarting %s in %s mode", spec.name, mode)
+        stop(record)
+        forget(settings, spec.name)
+        return None
     return record
 
 
@@ -96,7 +105,9 @@ def _start(
         return record, False
     port = choose_port(spec.name, spec.port_env, spec.default_port) if spec.port_env else None
     launch = spec.build(LaunchContext(settings, port, api_url))
-    record = spawn(settings, spec.name, spec.log_name, launch.cmd, launch.env, launch.url, api_url)
+    record = spawn(
+        settings, spec.name, spec.log_name, launch.cmd, launch.env, launch.url, api_url, launch.user
+    )
     return record, True
 
 
@@ -112,6 +123,8 @@ def _await_healthy(
     deadline = time.monotonic() + _timeout(spec)
     while True:
         if spec.healthy(settings, record.url, record.prefect_api_url):
+            if fresh and spec.after_start is not None:
+                _after_start(settings, spec, record)
             return
         exited = verified_process(record) is None
         if exited or time.monotonic() > deadline:
@@ -127,6 +140,19 @@ def _await_healthy(
             hint = "" if fresh else "; run `python -m deployments.platform down` and retry"
             raise PlatformError(f"{record.service} {what} (log: {record.log}){hint}", tail)
         time.sleep(0.25)
+
+
+def _after_start(settings: Settings, spec: ServiceSpec, record: ServiceRecord) -> None:
+    """Run the service's set-up step; on failure stop it, so the next ``up`` runs it again."""
+    assert spec.after_start is not None
+    try:
+        spec.after_start(settings, record.url)
+    except Exception as error:
+        stop(record)
+        forget(settings, record.service)
+        if isinstance(error, PlatformError):
+            raise
+        raise PlatformError(f"{record.service}: set-up failed: {error}") from error
 
 
 def up(
@@ -151,13 +177,13 @@ def up(
         PlatformError: an unknown service, or one failed to start; carries its log tail.
     """
     names = [s.name for s in registry if s.default] if services is None else list(services)
-    plan = _plan(names, registry)
+    plan = _plan(names, registry, settings)
     urls: dict[str, str] = {}  # recorded (or external) URLs, which dependants are given
     shown: dict[str, str] = {}
     pending: dict[str, tuple[ServiceSpec, ServiceRecord, bool]] = {}
     with platform_lock(settings):
         for spec in plan:
-            for required in _requirements(spec):
+            for required in _requirements(spec, settings):
                 if required in pending:
                     _await_healthy(settings, *pending.pop(required))
             external = _external_url(spec)
@@ -176,10 +202,19 @@ def up(
 def ensure_server(settings: Settings) -> str:
     """Return a Prefect API URL: ``$PREFECT_API_URL``, else the project's server, started if needed.
 
+    In team mode the team's PostgreSQL and Redis are started too: the flows this process runs
+    keep their state there.
+
     Raises:
         PlatformError: the server did not become healthy; the message carries its log tail.
     """
-    return _external_url(server.SPEC) or up(settings, (SERVER,))[SERVER]
+    stores = TEAM_SERVICES if settings.team is not None else ()
+    external = _external_url(server.SPEC)
+    if external:
+        if stores:
+            up(settings, stores)
+        return external
+    return up(settings, (SERVER, *stores))[SERVER]
 
 
 def down(settings: Settings, registry: Sequence[ServiceSpec] = REGISTRY) -> list[str]:
@@ -207,11 +242,18 @@ def down(settings: Settings, registry: Sequence[ServiceSpec] = REGISTRY) -> list
 def status(
     settings: Settings, registry: Sequence[ServiceSpec] = REGISTRY
 ) -> dict[str, ServiceStatus]:
-    """State of every service, with the resident memory of its process tree when running."""
+    """State of every service, with the resident memory of its process tree when running.
+
+    A service outside the default set that nothing in this mode requires (PostgreSQL and
+    Redis, embedded) is listed only while it has a record.
+    """
     result: dict[str, ServiceStatus] = {}
+    wanted = {name for spec in registry if spec.default for name in _requirements(spec, settings)}
     for spec in registry:
         record = read_record(settings, spec.name)
         external = _external_url(spec)
+        if not (spec.default or spec.name in wanted or record is not None or external):
+            continue
         if external and record is None:
             healthy = spec.healthy(settings, external, None)
             result[spec.name] = ServiceStatus(

@@ -6,13 +6,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import Deployed, deployed_platform
+from tests.e2e.harness import Deployed, applied, deployed_platform
 
 SENSOR_TICK_S = 1
 
 
+@pytest.fixture
+def deployed(shared_platform: Deployed) -> Iterator[Deployed]:
+    """The shared platform, with its clients' environment set for the test."""
+    with applied(shared_platform.env):
+        yield shared_platform
+
+
 @pytest.fixture(scope="session")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+def shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     """One platform for ``test_deployments`` and ``test_new_data`` (each counts the runs it
     causes): the sensor watches ``<data root>/landing`` and ``<data root>/warehouse.db``,
     ticking every second."""

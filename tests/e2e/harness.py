@@ -33,6 +33,7 @@ class Deployed:
     hook_url: str
     data_root: Path
     deploy_seconds: float
+    env: dict[str, str | None]
 
 
 @contextlib.contextmanager
@@ -59,6 +60,18 @@ def lower_mlops_trials(api_url: str, n_trials: int) -> None:
 
 
 @contextlib.contextmanager
+def applied(environment: dict[str, str | None]) -> Iterator[None]:
+    """The environment a platform's clients need (None: unset), restored afterwards."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in environment.items():
+            if value is None:
+                env.delenv(name, raising=False)
+            else:
+                env.setenv(name, value)
+        yield
+
+
+@contextlib.contextmanager
 def deployed_platform(
     tmp: Path,
     services: tuple[str, ...],
@@ -68,43 +81,51 @@ def deployed_platform(
     """Platform up on free ports under ``tmp``, prefect.yaml deployed; always torn down.
 
     The data root (``TAGIFAI_DATA_DIR``, also the receiver's allowed root) holds copies of the
-    shipped CSVs, so dataops' defaults and webhook payloads both point inside it.
+    shipped CSVs, so dataops' defaults and webhook payloads both point inside it. The
+    environment the platform was started with is set only while it starts and stops: tests
+    that run clients (CLI subprocesses) apply ``Deployed.env`` themselves (:func:`applied`),
+    so a platform that outlives a module leaks nothing into the next one.
     """
     data_root = (tmp / "data").resolve()
     data_root.mkdir(parents=True)
     for name in ("projects.csv", "tags.csv"):
         shutil.copy(REPO_ROOT / "data" / "raw" / name, data_root / name)
-    with pytest.MonkeyPatch.context() as env:
-        for name in (*CLIENT_ENV, "MLFLOW_TRACKING_URI", "TAGIFAI_WEBHOOK_DATA_ROOT"):
-            env.delenv(name, raising=False)
-        env.setenv("TAGIFAI_STORES_DIR", str(tmp / "stores"))
-        env.setenv("TAGIFAI_DATA_DIR", str(data_root))
-        env.setenv("TAGIFAI_WEBHOOK_SECRET", SECRET)
-        env.setenv("TAGIFAI_PLATFORM_TIMEOUT_SCALE", "2")
-        for name, value in (extra_env or {}).items():
-            env.setenv(name, value)
-        ports = free_ports(3)
-        for name, port in zip(
-            ("TAGIFAI_PREFECT_PORT", "TAGIFAI_WEBHOOK_PORT", "TAGIFAI_MLFLOW_PORT"),
-            ports,
-            strict=True,
-        ):
-            env.setenv(name, str(port))
+    ports = free_ports(3)
+    environment: dict[str, str | None] = {
+        **dict.fromkeys((*CLIENT_ENV, "MLFLOW_TRACKING_URI", "TAGIFAI_WEBHOOK_DATA_ROOT")),
+        "TAGIFAI_STORES_DIR": str(tmp / "stores"),
+        "TAGIFAI_DATA_DIR": str(data_root),
+        "TAGIFAI_WEBHOOK_SECRET": SECRET,
+        "TAGIFAI_PLATFORM_TIMEOUT_SCALE": "2",
+        **(extra_env or {}),
+        **{
+            name: str(port)
+            for name, port in zip(
+                ("TAGIFAI_PREFECT_PORT", "TAGIFAI_WEBHOOK_PORT", "TAGIFAI_MLFLOW_PORT"),
+                ports,
+                strict=True,
+            )
+        },
+    }
+    with applied(environment):
         settings = get_settings()
-        try:
+    try:
+        with applied(environment):
             urls = up(settings, services)
             api_url = urls["server"]
-            env.setenv("PREFECT_API_URL", api_url)  # for the CLI calls below
+            environment["PREFECT_API_URL"] = api_url  # for the CLI calls of the tests
             seconds = deploy(api_url)
             lower_mlops_trials(api_url, n_trials)
-            yield Deployed(
-                settings=settings,
-                api_url=api_url,
-                hook_url=urls.get("webhook", ""),
-                data_root=data_root,
-                deploy_seconds=seconds,
-            )
-        finally:
+        yield Deployed(
+            settings=settings,
+            api_url=api_url,
+            hook_url=urls.get("webhook", ""),
+            data_root=data_root,
+            deploy_seconds=seconds,
+            env=environment,
+        )
+    finally:
+        with applied(environment):
             down(settings)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tagifai.config import REPO_ROOT
-from tests.e2e.harness import Deployed, deployed_platform
+from tests.e2e.harness import Deployed, applied, deployed_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -42,7 +42,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="the playwright Python client is missing")
-    with deployed_platform(tmp_path_factory.mktemp("browser"), ("server", "worker")) as platform:
+    with (
+        deployed_platform(tmp_path_factory.mktemp("browser"), ("server", "worker")) as platform,
+        applied(platform.env),
+    ):
         command = [sys.executable, "-m", "deployments.run", "--no-deploy", "--timeout", "400"]
         result = subprocess.run(
             command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False
@@ -55,7 +58,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
 def test_run_prints_the_chain_and_its_outcome(pipeline: Pipeline) -> None:
     output = pipeline.output
     assert re.search(r"dataops +\S+: Completed", output)
-    assert re.search(r"trigger +\S+ Completed -> mlops \S+ created [\d.]+ s later", output)
+    assert re.search(
+        r"trigger +tagifai.snapshot.published -> mlops \S+ created [\d.]+ s later", output
+    )
     assert re.search(r"mlops +\S+: Completed", output)
     assert re.search(r"^decision +v1 improved, deployed", output, re.M)  # first model: deployed
     assert re.search(r"^production +v1 \(snapshot [0-9a-f]+\): test F1 0\.\d+", output, re.M)

@@ -185,8 +185,8 @@ def test_a_restarted_sensor_announces_nothing_again(platform: Deployed) -> None:
 def test_a_new_batch_by_webhook_runs_once(platform: Deployed) -> None:
     before = runs(platform)
     projects, tags = shipped_less(5)
-    batch = platform.data_root / "incoming"
-    batch.mkdir()
+    batch = platform.data_root / "incoming" / "new-batch"
+    batch.mkdir(parents=True)
     projects.to_csv(batch / "projects.csv", index=False)
     tags.to_csv(batch / "tags.csv", index=False)
     response = send_data_arrived(

@@ -81,20 +81,20 @@ def test_rerun_on_unchanged_data_is_a_no_op(stores_copy, dataops_done):
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     assert not {k for k in changed if not k.startswith("prefect/")}, changed
     assert "no new data" in flow_run_artifacts(state)["dataops-summary"].data
-    assert [e.id for e in published_events(snapshot)] == [announced_event_id(stores_copy, snapshot)]
+    assert published_events(state.state_details.flow_run_id) == []
 
 
-def published_events(snapshot_id: str) -> list:
-    """The ``tagifai.snapshot.published`` events the API holds for a snapshot."""
+def published_events(flow_run_id) -> list:
+    """The ``tagifai.snapshot.published`` events a flow run emitted."""
     import time
 
     from prefect import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
     time.sleep(2)  # events reach the API shortly after they are emitted
     event_filter = EventFilter(
         event=EventNameFilter(name=["tagifai.snapshot.published"]),
-        resource=EventResourceFilter(id=[f"tagifai.snapshot.{snapshot_id}"]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
     )
     with get_client(sync_client=True) as client:
         return list(client.read_events(event_filter, limit=50).events)
@@ -113,7 +113,7 @@ def test_a_new_snapshot_is_announced_once(dataops_done):
     settings, state = dataops_done
     summary = state.result()
     assert summary["new_data"] is True
-    (event,) = published_events(summary["snapshot"])
+    (event,) = published_events(state.state_details.flow_run_id)
     assert event.id == announced_event_id(settings, summary["snapshot"])
     assert event.payload["snapshot_id"] == summary["snapshot"]
     assert event.payload["labelled_rows"] == 764

@@ -200,3 +200,27 @@ def test_console_entry_point_keeps_exit_codes_and_output(tmp_path, args, code, s
     )
     assert done.returncode == code, done
     assert fragment in getattr(done, stream)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("missing directory", "embedding model directory not found"),
+        ("missing model file", "model.onnx"),
+        ("corrupt model file", "cannot load ONNX model"),
+    ],
+)
+def test_a_broken_embedding_model_is_one_line_and_trains_nothing(
+    empty_stores, tmp_path, monkeypatch, damage, fragment
+):
+    from tagifai.embeddings import locate_model
+
+    model_dir = tmp_path / "minilm"
+    if damage != "missing directory":
+        model_dir.mkdir()
+        (model_dir / "tokenizer.json").write_bytes(locate_model().tokenizer_path.read_bytes())
+    if damage == "corrupt model file":
+        (model_dir / "model.onnx").write_bytes(b"\x08\x07 not an onnx graph")
+    monkeypatch.setenv("TAGIFAI_EMBEDDING_MODEL_DIR", str(model_dir))
+    one_line_error(runner.invoke(app, ["train"]), fragment)
+    assert not (empty_stores / "mlflow").exists()

@@ -13,6 +13,8 @@ from deployments.platform.services import (
     dask_scheduler,
     dask_workers,
     mlflow,
+    postgres,
+    redis,
     sensor,
     server,
     webhook,
@@ -21,6 +23,8 @@ from deployments.platform.services import (
 from deployments.platform.spec import ServiceSpec
 
 REGISTRY: tuple[ServiceSpec, ...] = (
+    postgres.SPEC,  # team mode only (required by the others' team_requires)
+    redis.SPEC,
     server.SPEC,
     mlflow.SPEC,
     webhook.SPEC,
@@ -31,3 +35,5 @@ REGISTRY: tuple[ServiceSpec, ...] = (
 )
 # What `up` starts when no service is named.
 SERVICES: tuple[str, ...] = tuple(spec.name for spec in REGISTRY if spec.default)
+# The team mode's stores: started with the server when team mode is on.
+TEAM_SERVICES: tuple[str, ...] = (postgres.SPEC.name, redis.SPEC.name)

@@ -1,4 +1,10 @@
-"""The MLflow UI and tracking server over the project's MLflow store."""
+"""The MLflow UI and tracking server over the project's MLflow store.
+
+Embedded, that store is SQLite under ``stores/mlflow``; in team mode it is the team's
+PostgreSQL database ``mlflow``, with the artifact root under ``stores/team/mlflow-artifacts``.
+Flows and the CLI write to the same store directly (``settings.mlflow_tracking_uri``), so
+runs do not depend on this server being up.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ def _backend_uri(settings: Settings) -> str:
 
 def _build(context: LaunchContext) -> Launch:
     settings, port = context.settings, context.port
-    artifacts = settings.mlflow_dir / "artifacts"
+    artifacts = settings.mlflow_artifacts_dir
     artifacts.mkdir(parents=True, exist_ok=True)
     env = child_env(settings)
     env.update(
@@ -48,4 +54,5 @@ SPEC = ServiceSpec(
     startup_timeout_s=120.0,  # MLflow's CLI alone imports for ~10 s on this machine
     port_env="TAGIFAI_MLFLOW_PORT",
     default_port=5000,
+    team_requires=("postgres",),
 )

@@ -2,7 +2,8 @@
 
 Without ``PREFECT_API_URL`` every Prefect process would start its own ephemeral server (15-20 s
 each) that process-based Dask clusters cannot reach; with it set, that server stands in for
-this one and nothing is started.
+this one and nothing is started. In team mode its database is the team's PostgreSQL
+(``postgresql+asyncpg``, password from the pgpass file), which it migrates when it starts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def _build(context: LaunchContext) -> Launch:
     settings, port = context.settings, context.port
     api_url = f"http://{HOST}:{port}/api"
     settings.prefect_dir.mkdir(parents=True, exist_ok=True)
-    db_url = f"sqlite+aiosqlite:///{settings.prefect_dir / 'prefect.db'}"
+    if settings.team is not None:
+        db_url = settings.team.database_url("prefect", driver="postgresql+asyncpg")
+    else:
+        db_url = f"sqlite+aiosqlite:///{settings.prefect_dir / 'prefect.db'}"
     env = child_env(settings)
     env.pop("PREFECT_API_URL", None)
     env.update(
@@ -58,5 +62,6 @@ SPEC = ServiceSpec(
     port_env="TAGIFAI_PREFECT_PORT",
     default_port=4200,
     external_env="PREFECT_API_URL",
+    team_requires=("postgres",),
     describe=_describe,
 )

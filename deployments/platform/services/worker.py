@@ -88,4 +88,6 @@ SPEC = ServiceSpec(
     build=_build,
     healthy=_healthy,
     needs_prefect_api=True,
+    # Its flow runs keep their state there (they read team mode from the stores dir).
+    team_requires=("postgres", "redis"),
 )
