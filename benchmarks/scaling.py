@@ -1,9 +1,13 @@
-"""DataOps and MLOps at 10k, 100k and 1M synthetic rows: wall time and peak memory of
-``tagifai dataops --projects .. --tags ..`` and ``tagifai mlops --trials 4 --space scale``
-(subprocesses against a private Prefect server whose start is not timed).
+"""DataOps and MLOps at 10k, 100k, 1M (and, with ``--max-rows 10000000``, 10M) synthetic
+rows: wall time and peak memory of ``tagifai dataops --projects .. --tags ..`` and
+``tagifai mlops --trials 4 --space scale`` (subprocesses against a private Prefect server
+whose start is not timed). Both work one snapshot partition (``TAGIFAI_PARTITION_ROWS``) at a
+time, so peak memory should stay flat in the rows.
 
 Targets: 10x more rows costs <= 12x more time; at 1M rows dataops < 5 min with peak < 4 GiB,
-and mlops < 5 min. ``--max-rows 100000`` skips the 1M step (it takes many minutes).
+and mlops < 5 min; at 10M rows dataops < 30 min and both peaks < 4 GiB.
+``--max-rows 100000`` skips the 1M step (it takes many minutes); ``--min-rows`` skips the
+small ones, and ``--scaling-include out.json`` takes their points from an earlier result.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import shutil
 from typing import Any
 
 NAME = "scaling"
-SIZES = (10_000, 100_000, 1_000_000)
+SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
+DEFAULT_MAX_ROWS = 1_000_000
 FIVE_MINUTES = 300.0
+HALF_AN_HOUR = 1800.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-rows",
         type=int,
-        default=max(SIZES),
-        help="largest size of the scaling benchmark (default 1000000)",
+        default=DEFAULT_MAX_ROWS,
+        help="largest size of the scaling benchmark (default 1000000; 10000000 runs 10M too)",
+    )
+    group.add_argument("--min-rows", type=int, default=min(SIZES), help="smallest size")
+    group.add_argument(
+        "--scaling-include",
+        default=None,
+        help="a scaling JSON whose points for sizes not run now join this result",
     )
     group.add_argument("--scaling-format", choices=("csv", "parquet"), default="csv")
     group.add_argument("--scaling-trials", type=int, default=4)
@@ -45,7 +57,7 @@ def run(args: argparse.Namespace) -> Any:
         run_measured,
     )
 
-    sizes = [n for n in SIZES if n <= args.max_rows]
+    sizes = [n for n in SIZES if args.min_rows <= n <= args.max_rows]
     fmt, trials = args.scaling_format, args.scaling_trials
     result = Result(NAME, f"dataops + mlops ({trials} trials, scale space) at {sizes} rows")
     base = fresh_dir(NAME)
@@ -107,6 +119,20 @@ def run(args: argparse.Namespace) -> Any:
             shutil.rmtree(stores, ignore_errors=True)
         result.figures["load_after"] = other_load()
 
+    if args.scaling_include:
+        import json
+        from pathlib import Path
+
+        earlier = json.loads(Path(args.scaling_include).read_text())
+        kept = [p for p in earlier["figures"]["points"] if p["rows"] not in sizes]
+        points = sorted(kept + points, key=lambda p: p["rows"])
+        result.notes.append(
+            f"Points for {[p['rows'] for p in kept]} rows from {args.scaling_include} "
+            f"(run {earlier.get('finished_at')}, commit {earlier['machine']['git']['commit']})."
+        )
+        result.description = (
+            f"dataops + mlops ({trials} trials, scale space) at {[p['rows'] for p in points]} rows"
+        )
     result.figures.update({"format": fmt, "trials": trials, "points": points})
     for flow in ("dataops", "mlops"):
         for small, large in zip(points, points[1:], strict=False):
@@ -147,6 +173,47 @@ def run(args: argparse.Namespace) -> Any:
         ]
     else:
         result.notes.append(f"1M rows skipped (--max-rows {args.max_rows}).")
+    ok = [p for p in points if all(p.get(f, {}).get("exit") == 0 for f in ("dataops", "mlops"))]
+    if len(ok) >= 2:
+        small, large = ok[0], ok[-1]
+        for flow in ("dataops", "mlops"):
+            ratio = large[flow]["peak_rss_mib"] / small[flow]["peak_rss_mib"]
+            result.targets.append(
+                Target(
+                    f"{flow} peak memory {large['rows']:,} / {small['rows']:,} rows",
+                    ratio,
+                    2,
+                    "x",
+                    note=f"{small[flow]['peak_rss_mib']} MiB -> {large[flow]['peak_rss_mib']} MiB "
+                    "(flat: memory follows the partition size, not the rows)",
+                )
+            )
+    ten_million = next((p for p in points if p["rows"] == 10_000_000), None)
+    if ten_million is not None:
+        dataops, mlops = ten_million.get("dataops", {}), ten_million.get("mlops", {})
+        result.targets += [
+            Target(
+                "dataops at 10M rows",
+                dataops.get("seconds"),
+                HALF_AN_HOUR,
+                "s",
+                note=_slowest(dataops),
+            ),
+            Target(
+                "dataops peak memory at 10M rows",
+                dataops.get("peak_rss_mib", 0) * MIB / GIB,
+                4,
+                "GiB",
+                note="whole process tree",
+            ),
+            Target(
+                "mlops peak memory at 10M rows",
+                mlops.get("peak_rss_mib", 0) * MIB / GIB,
+                4,
+                "GiB",
+                note="whole process tree",
+            ),
+        ]
     result.notes += [
         f"Synthetic {fmt} from tagifai.synth (seed 42); synth time not counted.",
         "Each size starts from empty stores; imports and the Dask cluster start are included.",
@@ -217,9 +284,7 @@ def plot(result: Any, points: list[dict[str, Any]]) -> None:
     times.set_title("Time vs rows")
     times.legend()
     memory.axhline(4, color="red", linestyle="--", linewidth=1)
-    memory.text(
-        points[0]["rows"], 4, "4 GiB (dataops 1M target)", color="red", fontsize=8, va="bottom"
-    )
+    memory.text(points[0]["rows"], 4, "4 GiB (target)", color="red", fontsize=8, va="bottom")
     memory.set_xscale("log")
     memory.set_xlabel("rows")
     memory.set_ylabel("peak RSS of the process tree (GiB)")
