@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from deployments.platform import free_ports
 from tagifai import registry, store
+from tagifai.extract import source_content_id
 from tests.conftest import REPO, settings_for
 
 pytestmark = [pytest.mark.flows, pytest.mark.dask_cluster]
@@ -144,16 +146,28 @@ def task_placements(address: str) -> list[tuple[str, str]]:
     return [(str(record["key"]).rsplit("-", 1)[0], names[record["worker"]]) for record in stream]
 
 
-def test_dataops_and_mlops_run_on_the_cluster_workers(dask_cluster):
+# Projects per partition: the shipped data (955 projects) in 6 partitions.
+PARTITION_ROWS = "150"
+PARTITION_TASKS = ("validate_projects", "validate_tags", "compute_features", "materialize_window")
+
+
+def test_dataops_and_mlops_run_on_the_cluster_workers(dask_cluster, tmp_path, monkeypatch):
     from flows.dataops import dataops
     from flows.mlops import mlops
     from flows.runner import build_task_runner
+    from tests.flows.conftest import tree_digest
 
+    monkeypatch.setenv("TAGIFAI_PARTITION_ROWS", PARTITION_ROWS)
     runner = build_task_runner().duplicate()  # what a flow run starts with
     assert runner.address == dask_cluster.address and runner.cluster_class is None
     data_state = dataops.with_options(task_runner=build_task_runner())(return_state=True)
     assert data_state.is_completed(), data_state.message
-    assert data_state.result()["rows_materialized"] == 764
+    summary = data_state.result()
+    assert summary["partitions"] == 6
+    assert summary["rows_materialized"] == 764
+    # the same content id as the sources read whole
+    projects, tags = (str(REPO / "data/raw" / f"{t}.csv") for t in ("projects", "tags"))
+    assert summary["snapshot"] == source_content_id(projects, tags)
     data_placements = task_placements(dask_cluster.address)
 
     ml_state = mlops.with_options(task_runner=build_task_runner())(n_trials=4, return_state=True)
@@ -161,15 +175,35 @@ def test_dataops_and_mlops_run_on_the_cluster_workers(dask_cluster):
     result = ml_state.result()
     settings = settings_for(dask_cluster.stores)
     found = registry.get_version(settings, result["version"])
-    assert found is not None and found.snapshot_id == data_state.result()["snapshot"]
+    assert found is not None and found.snapshot_id == summary["snapshot"]
     assert store.count_online_rows(settings) == 764
     placements = task_placements(dask_cluster.address)
 
     on = {name: {worker for task, worker in placements if task == name} for name, _ in placements}
-    # DataOps: the two validations were submitted together to two one-thread workers.
-    assert {"validate_projects", "validate_tags"} <= on.keys(), data_placements
-    assert on["validate_projects"] | on["validate_tags"] == set(WORKERS), data_placements
-    # MLOps: one Optuna batch per worker, in parallel.
+    # DataOps: every partition task ran once per partition, spread over both workers.
+    for name in PARTITION_TASKS:
+        assert [task for task, _ in data_placements].count(name) == 6, data_placements
+        assert on[name] == set(WORKERS), (name, data_placements)
+    # MLOps: the partitions' features on both workers; one Optuna batch per worker.
+    assert [task for task, _ in placements].count("extract_features") == 6, placements
+    assert on["extract_features"] == set(WORKERS), placements
     batches = [worker for task, worker in placements if task == "tune_batch"]
     assert sorted(batches) == sorted(WORKERS), placements
-    assert {worker for _, worker in placements} == set(WORKERS)
+
+    # A bad row in one partition: the run fails on the cluster and publishes nothing.
+    frame = pd.read_csv(projects, dtype=str)
+    bad_id = frame["id"].astype(int).sort_values().iloc[len(frame) // 2]
+    bad = frame.assign(
+        created_on=frame["created_on"].where(frame["id"] != str(bad_id), "20/02/2020")
+    )
+    bad.to_csv(tmp_path / "projects.csv", index=False)
+    before = tree_digest(dask_cluster.stores)
+    bad_state = dataops.with_options(task_runner=build_task_runner())(
+        projects_uri=str(tmp_path / "projects.csv"), return_state=True
+    )
+    assert bad_state.is_failed()
+    with pytest.raises(Exception, match="20/02/2020"):
+        bad_state.result()
+    after = tree_digest(dask_cluster.stores)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert not {k for k in changed if not k.startswith(("gx/", "prefect/"))}, changed
