@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--min-rows", type=int, default=min(SIZES), help="smallest size")
     group.add_argument(
+        "--scaling-scale-rows",
+        type=int,
+        default=None,
+        help="TAGIFAI_SCALE_ROWS for the runs: below the smallest size, every size takes the "
+        "scale path (no sentence embeddings, hashing + SGD); default: the setting's 200k",
+    )
+    group.add_argument(
         "--scaling-include",
         default=None,
         help="a scaling JSON whose points for sizes not run now join this result",
@@ -68,7 +75,10 @@ def run(args: argparse.Namespace) -> Any:
         for rows in sizes:
             data = base / f"data-{rows}"
             stores = base / f"stores-{rows}"
-            env = isolated_env(stores, platform.api_url)
+            extra = {}
+            if args.scaling_scale_rows is not None:
+                extra["TAGIFAI_SCALE_ROWS"] = str(args.scaling_scale_rows)
+            env = isolated_env(stores, platform.api_url, **extra)
             synth = run_measured(
                 cli("synth", "--rows", str(rows), "--out", str(data), "--format", fmt),
                 env,
@@ -214,6 +224,12 @@ def run(args: argparse.Namespace) -> Any:
                 note="whole process tree",
             ),
         ]
+    if args.scaling_scale_rows is not None:
+        result.notes.append(
+            f"TAGIFAI_SCALE_ROWS={args.scaling_scale_rows}: sizes past it take the scale path "
+            "(no sentence embeddings; hashing + SGD, partial_fit over partitions)."
+        )
+    result.figures["scale_rows"] = args.scaling_scale_rows
     result.notes += [
         f"Synthetic {fmt} from tagifai.synth (seed 42); synth time not counted.",
         "Each size starts from empty stores; imports and the Dask cluster start are included.",
