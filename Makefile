@@ -69,7 +69,7 @@ lint: setup
 bench: setup ## benchmarks (writes benchmarks/out/*.json and *.png)
 	$(UV) run --frozen python -m benchmarks.run
 
-up: setup $(if $(filter --team,$(TEAM_FLAG)),team-deps) ## start server, worker, receiver, MLflow UI (TEAM=1: on PostgreSQL + Redis)
+up: setup $(if $(filter --team,$(TEAM_FLAG)),team-deps) ## start server, worker, receiver, MLflow UI, a warm Dask cluster (TEAM=1: on PostgreSQL + Redis)
 	$(UV) run --frozen python -m deployments.platform up $(TEAM_FLAG)
 
 down: ## stop what `make up` started

@@ -1,4 +1,5 @@
-"""The deployed platform the chain modules share (server, worker, receiver, sensor)."""
+"""The deployed platform the chain modules share (server, worker, receiver, sensor and the
+warm Dask cluster)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploy
         "TAGIFAI_SENSOR_SOURCES": f"{data / 'landing'};sqlite:///{data / 'warehouse.db'}",
         "TAGIFAI_SENSOR_INTERVAL": str(SENSOR_TICK_S),
     }
-    services = ("server", "worker", "webhook", "sensor")
+    # The warm Dask cluster too: the deployed flow runs submit their tasks there.
+    services = ("server", "worker", "webhook", "sensor", "dask-scheduler", "dask-workers")
     with deployed_platform(tmp, services, extra_env=env) as platform:
         (platform.data_root / "landing").mkdir()
         print(f"\nprefect deploy --all: {platform.deploy_seconds:.1f} s")

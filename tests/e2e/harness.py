@@ -34,6 +34,7 @@ class Deployed:
     data_root: Path
     deploy_seconds: float
     env: dict[str, str | None]
+    dask_address: str = ""  # the platform's warm Dask cluster, when it runs one
 
 
 @contextlib.contextmanager
@@ -90,7 +91,7 @@ def deployed_platform(
     data_root.mkdir(parents=True)
     for name in ("projects.csv", "tags.csv"):
         shutil.copy(REPO_ROOT / "data" / "raw" / name, data_root / name)
-    ports = free_ports(3)
+    ports = free_ports(4)
     environment: dict[str, str | None] = {
         **dict.fromkeys((*CLIENT_ENV, "MLFLOW_TRACKING_URI", "TAGIFAI_WEBHOOK_DATA_ROOT")),
         "TAGIFAI_STORES_DIR": str(tmp / "stores"),
@@ -101,7 +102,12 @@ def deployed_platform(
         **{
             name: str(port)
             for name, port in zip(
-                ("TAGIFAI_PREFECT_PORT", "TAGIFAI_WEBHOOK_PORT", "TAGIFAI_MLFLOW_PORT"),
+                (
+                    "TAGIFAI_PREFECT_PORT",
+                    "TAGIFAI_WEBHOOK_PORT",
+                    "TAGIFAI_MLFLOW_PORT",
+                    "TAGIFAI_DASK_PORT",
+                ),
                 ports,
                 strict=True,
             )
@@ -116,6 +122,12 @@ def deployed_platform(
             environment["PREFECT_API_URL"] = api_url  # for the CLI calls of the tests
             seconds = deploy(api_url)
             lower_mlops_trials(api_url, n_trials)
+            dask_address = urls.get("dask-scheduler", "")
+            if dask_address:  # record which worker runs each task (see task_placements)
+                from distributed import Client
+
+                with Client(dask_address, timeout=30) as client:
+                    client.get_task_stream()
         yield Deployed(
             settings=settings,
             api_url=api_url,
@@ -123,6 +135,7 @@ def deployed_platform(
             data_root=data_root,
             deploy_seconds=seconds,
             env=environment,
+            dask_address=dask_address,
         )
     finally:
         with applied(environment):

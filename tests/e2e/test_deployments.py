@@ -38,6 +38,7 @@ from tests.e2e.harness import (
     api_client,
     dataops_runs,
 )
+from tests.flows.test_dask_cluster import task_placements
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -113,6 +114,13 @@ def test_cli_run_of_dataops_triggers_mlops_on_its_snapshot(deployed: Deployed) -
         "search_space": "auto",
     }
     assert {"optuna-best-trial", "evaluation-report"} <= {a.key for a in artifacts}
+    # Both runs submitted their tasks to the platform's warm Dask cluster (TAGIFAI_DASK_ADDRESS
+    # from the worker), whose two preloaded processes took them.
+    placements = task_placements(deployed.dask_address)
+    ran = {task for task, _ in placements}
+    assert {"extract_data", "validate_projects", "materialize_window"} <= ran, placements
+    assert {"extract_features", "tune_batch", "train_model", "evaluate_model"} <= ran, placements
+    assert {worker for _, worker in placements} == {"tagifai-0", "tagifai-1"}, placements
     decision = json.loads((deployed.settings.reports_dir / "last_decision.json").read_text())
     assert datetime.fromisoformat(decision["at"]) >= mlops.run.start_time.replace(microsecond=0)
 

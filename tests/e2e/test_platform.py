@@ -44,10 +44,14 @@ def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     monkeypatch.setenv("TAGIFAI_STORES_DIR", str(tmp_path / "stores"))
     monkeypatch.setenv("TAGIFAI_WEBHOOK_SECRET", SECRET)
     monkeypatch.setenv("TAGIFAI_PLATFORM_TIMEOUT_SCALE", "2")  # slow CI machines
-    ports = free_ports(3)
-    for name, port in zip(
-        ("TAGIFAI_PREFECT_PORT", "TAGIFAI_WEBHOOK_PORT", "TAGIFAI_MLFLOW_PORT"), ports, strict=True
-    ):
+    ports = free_ports(4)
+    names = (
+        "TAGIFAI_PREFECT_PORT",
+        "TAGIFAI_WEBHOOK_PORT",
+        "TAGIFAI_MLFLOW_PORT",
+        "TAGIFAI_DASK_PORT",
+    )
+    for name, port in zip(names, ports, strict=True):
         monkeypatch.setenv(name, str(port))
     settings = get_settings()
     try:
@@ -239,7 +243,8 @@ def test_cli_reports_errors_in_one_line_and_nonzero_exit(platform: Settings) -> 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: unknown service(s) nonsense; choose from "
-        "('postgres', 'redis', 'server', 'mlflow', 'webhook', 'sensor', 'worker')"
+        "('postgres', 'redis', 'server', 'mlflow', 'webhook', 'sensor', 'dask-scheduler', "
+        "'dask-workers', 'worker')"
     ]
     listing = subprocess.run(
         [sys.executable, "-m", "deployments.platform", "status", "--json"],
