@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(NAME)
     group.add_argument("--chain-noop-repeat", type=int, default=3)
     group.add_argument(
+        "--chain-warm-cluster",
+        action="store_true",
+        help="run the platform's warm Dask cluster too (as `make up` does): the deployed runs "
+        "submit their tasks to its preloaded workers; its memory at rest is reported apart",
+    )
+    group.add_argument(
         "--chain-repeat",
         type=int,
         default=1,
@@ -54,7 +60,9 @@ def run(args: argparse.Namespace) -> Any:
     result = Result(NAME, "deployed dataops -> mlops chain vs no-op chain; platform memory")
     base = fresh_dir(NAME)
     result.figures["load_before"] = other_load()
-    platform = PrivatePlatform(base / "stores", ("server", "worker", "webhook"))
+    cluster = ("dask-scheduler", "dask-workers") if args.chain_warm_cluster else ()
+    platform = PrivatePlatform(base / "stores", ("server", *cluster, "worker", "webhook"))
+    result.figures["warm_cluster"] = bool(cluster)
     with platform:
         result.figures["platform_up_seconds"] = round(platform.up_seconds, 1)
         result.figures["worker_query_seconds"] = float(
@@ -62,6 +70,8 @@ def run(args: argparse.Namespace) -> Any:
         )
         time.sleep(SETTLE_SECONDS)
         rest_fresh = measure_rest(platform, ("server", "worker", "webhook"))
+        if cluster:
+            result.figures["warm_cluster_at_rest"] = measure_rest(platform, cluster)
         env = platform.client_env()
 
         deploy_real = _deploy_real(result, env)
@@ -141,6 +151,17 @@ def run(args: argparse.Namespace) -> Any:
             f"separately: {mlflow_rest['total_mb_mean']:.0f} MB",
         ),
     ]
+    if cluster:
+        warm = result.figures["warm_cluster_at_rest"]
+        result.targets.append(
+            Target(
+                "warm Dask cluster at rest (scheduler + preloaded workers)",
+                warm["total_mb_mean"],
+                1000,
+                "MB",
+                note=f"{warm['services_mb_mean']}; MB = 10^6 bytes",
+            )
+        )
     result.notes += [
         f"Anchor, not a target: the no-op chain takes {floor:.1f} s here against "
         f"{AIRFLOW_NOOP_CHAIN_S} s for Apache Airflow 3.3.2 (LocalExecutor, SQLite, two no-op "
