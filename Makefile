@@ -52,8 +52,9 @@ lint: setup
 bench: setup ## benchmarks (writes benchmarks/out/*.json and *.png)
 	$(UV) run --frozen python -m benchmarks.run
 
-up: setup ## start server, worker, webhook receiver and MLflow UI in the background
+up: setup ## start server, worker, receiver, MLflow UI, prediction service; create automations
 	$(UV) run --frozen python -m deployments.platform up
+	$(UV) run --frozen python -m deployments.automations
 
 down: ## stop what `make up` started
 	@if [ -x .venv/bin/python ]; then .venv/bin/python -m deployments.platform down; fi

@@ -59,7 +59,7 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
-_EXPERIMENTS: dict[str, str] = {}
+_EXPERIMENTS: dict[tuple[str, str], str] = {}
 
 
 def connect(settings: Settings) -> Any:
@@ -75,27 +75,27 @@ def connect(settings: Settings) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _experiment_id(settings: Settings, client: Any) -> str:
-    """The ``tagifai`` experiment's id, created on first use (artifacts under stores/)."""
+def experiment_id(settings: Settings, client: Any, name: str = EXPERIMENT) -> str:
+    """An experiment's id, created on first use (artifacts under stores/)."""
     uri = settings.mlflow_tracking_uri
-    if uri in _EXPERIMENTS:
-        return _EXPERIMENTS[uri]
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if (uri, name) in _EXPERIMENTS:
+        return _EXPERIMENTS[uri, name]
+    experiment = client.get_experiment_by_name(name)
     if experiment is None:
         artifact_location = None
         if _is_local(uri):  # keep artifacts under stores/, not in ./mlruns of the cwd
             artifact_location = (settings.mlflow_dir / "artifacts").resolve().as_uri()
         try:
-            experiment_id = client.create_experiment(EXPERIMENT, artifact_location)
+            found = client.create_experiment(name, artifact_location)
         except Exception:  # another process created it first
-            experiment = client.get_experiment_by_name(EXPERIMENT)
+            experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
-            experiment_id = experiment.experiment_id
+            found = experiment.experiment_id
     else:
-        experiment_id = experiment.experiment_id
-    _EXPERIMENTS[uri] = experiment_id
-    return experiment_id
+        found = experiment.experiment_id
+    _EXPERIMENTS[uri, name] = found
+    return found
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def log_training(
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
-    run = client.create_run(_experiment_id(settings, client), tags=tags)
+    run = client.create_run(experiment_id(settings, client), tags=tags)
     run_id = run.info.run_id
     now = int(time.time() * 1000)
     client.log_batch(
@@ -215,13 +215,28 @@ def load_model(settings: Settings, version: int | None = None) -> tuple[Any, Mod
     return model, found
 
 
-def set_production(settings: Settings, version: int) -> int | None:
-    """Move the ``production`` alias to ``version``; returns the previous production version."""
+def production_version(settings: Settings) -> int | None:
+    """The version the ``production`` alias points at (one registry lookup), or None."""
     client = connect(settings)
-    previous = get_version(settings)
-    client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, str(version))
-    logger.info("production: %s -> %d", previous.version if previous else None, version)
-    return previous.version if previous else None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(MODEL_NAME, PRODUCTION_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def set_production(settings: Settings, version: int | None) -> int | None:
+    """Move the ``production`` alias to ``version`` (None: remove it); returns the previous
+    production version. One row of the registry changes, so readers see the old or the new."""
+    client = connect(settings)
+    previous = production_version(settings)
+    if version is None:
+        client.delete_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS)
+    else:
+        client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, str(version))
+    logger.info("production: %s -> %s", previous, version)
+    return previous
 
 
 def tag_version(settings: Settings, version: int, tags: dict[str, str]) -> None:
@@ -240,3 +255,16 @@ def find_version(settings: Settings, tag: str, value: str) -> ModelVersion | Non
     if not found:
         return None
     return get_version(settings, max(int(v.version) for v in found))
+
+
+def list_versions(settings: Settings) -> list[ModelVersion]:
+    """Every registered version with its tags (no metrics), oldest first."""
+    client = connect(settings)
+    found = client.search_model_versions(f"name='{MODEL_NAME}'")
+    return sorted(
+        (
+            ModelVersion(int(v.version), v.run_id, v.tags.get("snapshot_id"), {}, dict(v.tags))
+            for v in found
+        ),
+        key=lambda v: v.version,
+    )

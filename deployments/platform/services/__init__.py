@@ -8,7 +8,7 @@ requires or whose records it reads (the worker links to the MLflow UI and the re
 
 from __future__ import annotations
 
-from deployments.platform.services import mlflow, server, webhook, worker
+from deployments.platform.services import mlflow, predict, server, webhook, worker
 from deployments.platform.spec import ServiceSpec
 
 REGISTRY: tuple[ServiceSpec, ...] = (
@@ -16,6 +16,7 @@ REGISTRY: tuple[ServiceSpec, ...] = (
     mlflow.SPEC,
     webhook.SPEC,
     worker.SPEC,
+    predict.SPEC,
 )
 # What `up` starts when no service is named.
 SERVICES: tuple[str, ...] = tuple(spec.name for spec in REGISTRY if spec.default)
