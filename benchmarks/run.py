@@ -18,6 +18,7 @@ from benchmarks.common import write_result
 # Name -> module; the order is the order of a full run (the slowest last).
 BENCHMARKS: dict[str, str] = {
     "predict": "benchmarks.predict",
+    "serve": "benchmarks.serve",
     "overhead": "benchmarks.overhead",
     "optuna": "benchmarks.tuning",
     "chain": "benchmarks.chain",

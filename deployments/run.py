@@ -383,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"total {time.monotonic() - started:.1f} s",
             flush=True,
         )
-        mlflow = status(settings)["mlflow"]
+        services = status(settings)
+        mlflow = services["mlflow"]
         print_outcome(
             read_outcome(settings, mlops.run if mlops else None),
             api_url,
@@ -391,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             mlops.run if mlops else None,
             mlflow.url if mlflow.state == "running" else None,
         )
+        predict = services.get("predict")
+        if predict is not None and predict.state == "running":
+            print(f"predictions {predict.url}  (POST {{\"title\": ..., \"description\": ...}})")
     except PlatformError as error:
         print(f"error: {error.summary}", file=sys.stderr)
         return 1

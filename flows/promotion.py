@@ -19,10 +19,9 @@ from prefect.runtime import flow_run
 from prefect.transactions import Transaction, get_transaction, transaction
 
 from tagifai.config import Settings
-from tagifai.promotion import STEPS, Promotion, Step
+from tagifai.promotion import Promotion, Step
 
 DEPLOY_LOCK = "tagifai-deploy"
-STEPS_BY_NAME: dict[str, Step] = {step.name: step for step in STEPS}
 
 
 def deploy_lock() -> AbstractContextManager[object]:
@@ -47,11 +46,11 @@ def run_actor(default: str) -> tuple[str, str | None]:
 # NO_CACHE: a promotion step must run every time, never be satisfied from a cached result.
 @task(cache_policy=NO_CACHE)
 def promotion_step(
-    settings: Settings, step_name: str, promotion: Promotion, done: dict[str, Any]
+    settings: Settings, step: Step, promotion: Promotion, done: dict[str, Any]
 ) -> Any:
     """One step of a promotion; its rollback hook undoes it if a later step fails."""
-    token = STEPS_BY_NAME[step_name].apply(settings, promotion, done)
-    undo = {"step": step_name, "settings": settings, "promotion": promotion, "token": token}
+    token = step.apply(settings, promotion, done)
+    undo = {"step": step, "settings": settings, "promotion": promotion, "token": token}
     get_transaction().set("undo", undo)
     return token
 
@@ -59,7 +58,7 @@ def promotion_step(
 @promotion_step.on_rollback
 def undo_promotion_step(txn: Transaction) -> None:
     undo = txn.get("undo")
-    STEPS_BY_NAME[undo["step"]].undo(undo["settings"], undo["promotion"], undo["token"])
+    undo["step"].undo(undo["settings"], undo["promotion"], undo["token"])
 
 
 class PrefectSteps:
@@ -72,4 +71,4 @@ class PrefectSteps:
         self, step: Step, settings: Settings, promotion: Promotion, done: Mapping[str, Any]
     ) -> Any:
         named = promotion_step.with_options(name=step.name)
-        return named(settings, step.name, promotion, dict(done))
+        return named(settings, step, promotion, dict(done))

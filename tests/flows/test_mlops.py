@@ -196,11 +196,14 @@ def test_deploy_waits_for_the_global_deploy_lock(stores_copy):
     data_path = steps.extract_features(stores_copy, None)
     trained = steps.train_model(stores_copy, data_path, ModelParams(), {})
     evaluation = steps.evaluate_model(stores_copy, data_path, trained.version, rule)
+    references = steps.set_monitoring_references(stores_copy, trained.version, data_path)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(DEPLOY_LOCK, limit=1)
     outcomes: list = []
     worker = threading.Thread(
-        target=lambda: outcomes.append(deploy_model(stores_copy, evaluation, data_path, rule))
+        target=lambda: outcomes.append(
+            deploy_model(stores_copy, evaluation, data_path, rule, references)
+        )
     )
     with concurrency(DEPLOY_LOCK, occupy=1, strict=True):  # another run is deploying
         worker.start()
