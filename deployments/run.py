@@ -394,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         predict = services.get("predict")
         if predict is not None and predict.state == "running":
-            print(f"predictions {predict.url}  (POST {{\"title\": ..., \"description\": ...}})")
+            print(f'predictions {predict.url}  (POST {{"title": ..., "description": ...}})')
     except PlatformError as error:
         print(f"error: {error.summary}", file=sys.stderr)
         return 1

@@ -33,8 +33,17 @@ def one_line_error(result, fragment):
 @pytest.mark.parametrize(
     "command",
     [
-        "train", "evaluate", "predict", "status", "dataops", "mlops", "pipeline", "features",
-        "synth", "monitor", "rollback",
+        "train",
+        "evaluate",
+        "predict",
+        "status",
+        "dataops",
+        "mlops",
+        "pipeline",
+        "features",
+        "synth",
+        "monitor",
+        "rollback",
     ],  # fmt: skip
 )
 def test_every_command_has_help(command):

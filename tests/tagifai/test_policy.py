@@ -169,7 +169,6 @@ def test_policy_table(case):
         assert decision.reasons, decision  # the report lists why
 
 
-
 def test_thresholds_are_parameters():
     moderate = traffic(unseen_share=(0.4, 0.3))
     assert decide_action(moderate, None, DriftPolicy()).action == "retrain"
