@@ -338,6 +338,8 @@ def deploy_model(
             )
             if not decision.improved:
                 reason = f"production moved to v{current_version} meanwhile: {decision.reason}"
+                if references is not None:
+                    references.unlink(missing_ok=True)  # staged for a deploy that is off
                 return Deployment(False, current_version, reason)
         move = promotion.Promotion(
             action="deploy",

@@ -238,7 +238,8 @@ def test_cli_reports_errors_in_one_line_and_nonzero_exit(platform: Settings) -> 
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: unknown service(s) nonsense; choose from ('server', 'mlflow', 'webhook', 'worker')"
+        "error: unknown service(s) nonsense; choose from "
+        "('server', 'mlflow', 'webhook', 'worker', 'predict')"
     ]
     listing = subprocess.run(
         [sys.executable, "-m", "deployments.platform", "status", "--json"],
