@@ -70,9 +70,25 @@ def connect(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
     uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith("sqlite:///") or uri in _OPENED:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    from tagifai.files import file_lock
+
+    # MLflow creates a store's tables when it first opens an empty database, and two
+    # processes doing so at once (mlops and the monitor, both started by one snapshot event)
+    # race in its migrations ("Online migration expected to match one row"). The first open
+    # in each process (the client opens the tracking store, a search the registry store)
+    # holds a file lock, so exactly one process creates the tables.
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_registered_models(max_results=1)
+    _OPENED.add(uri)
+    return client
+
+
+_OPENED: set[str] = set()
 
 
 def experiment_id(settings: Settings, client: Any, name: str = EXPERIMENT) -> str:
