@@ -69,8 +69,9 @@ lint: setup
 bench: setup ## benchmarks (writes benchmarks/out/*.json and *.png)
 	$(UV) run --frozen python -m benchmarks.run
 
-up: setup $(if $(filter --team,$(TEAM_FLAG)),team-deps) ## start server, worker, receiver, MLflow UI (TEAM=1: on PostgreSQL + Redis)
+up: setup $(if $(filter --team,$(TEAM_FLAG)),team-deps) ## start server, worker, receiver, sensor, MLflow UI, prediction service; create automations (TEAM=1: on PostgreSQL + Redis)
 	$(UV) run --frozen python -m deployments.platform up $(TEAM_FLAG)
+	$(UV) run --frozen python -m deployments.automations
 
 down: ## stop what `make up` started
 	@if [ -x .venv/bin/python ]; then .venv/bin/python -m deployments.platform down; fi

@@ -1,15 +1,97 @@
-"""Reference distributions a drift check compares live traffic against, versioned per model."""
+"""Monitoring features and the reference distributions drift is measured against.
+
+Every prediction is logged with a few numbers about its input and output (its *monitoring
+features*); a version's references hold the same numbers on data the model did not train on,
+so the monitor can compare live traffic with what the model is used to. A feature is declared
+once in :data:`FEATURES` and everything else (the log's columns, the references, the drift
+table, the plot) follows from the declaration. An embedding-based feature (the distance of a
+text's sentence embedding to the training centroid, say) is one more :class:`FeatureSpec` and
+one more field in :class:`MonitoringContext` (the encoder and centroid), computed in
+:func:`text_features`; the log stores it as one more float column.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from tagifai import files
-from tagifai.config import Settings
+from tagifai.config import SEED, Settings
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_FOLDS = 5
+REFERENCE_BINS = 10  # deciles of the reference values: PSI's usual binning
+REFERENCE_SAMPLE = 2000  # reference values kept per feature for the KS test
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One number logged per prediction.
+
+    Attributes:
+        worse: which direction of a shift hurts: ``higher`` (more unseen words), ``lower``
+            (less confident) or ``either`` (text length: both ways leave the training range).
+        learnable: a harmful shift is one that newer training data can fix: words the model
+            has never seen. Other shifts (shorter texts, another mix of tags, lower confidence
+            on words it knows) say the traffic changed, which a person should look at before
+            anything is retrained.
+    """
+
+    name: str
+    description: str
+    worse: Literal["higher", "lower", "either"]
+    learnable: bool
+
+
+FEATURES: tuple[FeatureSpec, ...] = (
+    FeatureSpec("text_length", "words in the cleaned title + description", "either", False),
+    FeatureSpec(
+        "unseen_share", "share of the words not in the training vocabulary", "higher", True
+    ),
+    FeatureSpec("confidence", "probability of the predicted tag", "lower", False),
+)
+# Features computed from the text alone (``confidence`` comes from the model's output).
+TEXT_FEATURES: tuple[str, ...] = ("text_length", "unseen_share")
+LABEL = "tag"  # the predicted tag: a categorical feature with its own test
+
+
+def feature_spec(name: str) -> FeatureSpec:
+    return next(spec for spec in FEATURES if spec.name == name)
+
+
+@dataclass(frozen=True)
+class MonitoringContext:
+    """What computing a model's monitoring features needs besides the text."""
+
+    vocabulary: frozenset[str] | None = None  # None: references without one (older versions)
+
+
+def tokens(text: str) -> list[str]:
+    """The words of a cleaned text (``clean_text`` leaves lower-case words and spaces)."""
+    return text.split()
+
+
+def text_features(texts: Sequence[str], context: MonitoringContext) -> dict[str, np.ndarray]:
+    """``text_length`` and ``unseen_share`` of each cleaned text (NaN without a vocabulary)."""
+    lengths = np.empty(len(texts), dtype=np.float32)
+    unseen = np.full(len(texts), np.nan, dtype=np.float32)
+    vocabulary = context.vocabulary
+    for i, text in enumerate(texts):
+        words = text.split()
+        lengths[i] = len(words)
+        if vocabulary is not None and words:
+            unseen[i] = sum(word not in vocabulary for word in words) / len(words)
+        elif vocabulary is not None:
+            unseen[i] = 0.0
+    return {"text_length": lengths, "unseen_share": unseen}
 
 
 def _summary(values: np.ndarray) -> dict[str, Any]:
@@ -23,23 +105,109 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def compute_references(model: Any, features: pd.DataFrame) -> dict[str, Any]:
-    """Label distribution, text-length statistics and prediction confidence on ``features``."""
+def bin_index(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """The bin of each value: bin i holds ``edges[i-1] < v <= edges[i]`` (open at both ends)."""
+    return np.searchsorted(np.asarray(edges, dtype=float), values, side="left")
+
+
+def reference_bins(values: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+    """Decile edges of the reference values, their counts, mean and a sample for the KS test."""
+    quantiles = np.quantile(values, np.linspace(0, 1, REFERENCE_BINS + 1)[1:-1])
+    edges = np.unique(quantiles.round(6)).tolist()
+    counts = np.bincount(bin_index(values, edges), minlength=len(edges) + 1)
+    size = min(REFERENCE_SAMPLE, len(values))
+    sample = rng.choice(values, size=size, replace=False) if size < len(values) else values
+    return {
+        "mean": round(float(values.mean()), 6),
+        "edges": edges,
+        "counts": counts.tolist(),
+        "sample": np.round(sample, 5).tolist(),
+    }
+
+
+def _distribution(labels: Sequence[str]) -> dict[str, float]:
+    return pd.Series(list(labels)).value_counts(normalize=True).round(4).sort_index().to_dict()
+
+
+def compute_references(
+    model: Any, features: pd.DataFrame, folds: int = REFERENCE_FOLDS, seed: int = SEED
+) -> dict[str, Any]:
+    """A version's references on its training rows ``features`` (``text``, ``tag``), out of fold.
+
+    The production model has seen every training row, so its confidence on them (and their
+    share of unseen words, zero by definition) says nothing about new traffic. Each row's
+    monitoring features therefore come from a copy of the model fitted on the other folds, and
+    its vocabulary from those folds only: what the model shows on data it has not seen. The
+    vocabulary stored is the whole training vocabulary, which the live model knows.
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
     from tagifai.train import inputs_of
 
-    texts = features["text"].tolist()
-    lengths = np.array([len(t.split()) for t in texts], dtype=float)
-    confidence = model.predict_proba(inputs_of(features)).max(axis=1)
-    labels = features["tag"].value_counts(normalize=True).round(4).sort_index()
+    rows = features.reset_index(drop=True)
+    texts = rows["text"].astype(str).to_numpy()
+    y = rows["tag"].astype(str).to_numpy()
+    unseen = np.empty(len(texts), dtype=float)
+    confidence = np.empty(len(texts), dtype=float)
+    predicted = np.empty(len(texts), dtype=object)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train_index, held_index in splitter.split(texts, y):
+        vocabulary = frozenset(word for text in texts[train_index] for word in tokens(text))
+        held = list(texts[held_index])
+        unseen[held_index] = text_features(held, MonitoringContext(vocabulary))["unseen_share"]
+        # The rows' stored vectors (when the frame has them) spare embedding them per fold.
+        fold_model = clone(model).fit(inputs_of(rows.iloc[train_index]), y[train_index])
+        probabilities = fold_model.predict_proba(inputs_of(rows.iloc[held_index]))
+        confidence[held_index] = probabilities.max(axis=1)
+        classes = np.asarray([str(c) for c in fold_model.classes_], dtype=object)
+        predicted[held_index] = classes[probabilities.argmax(axis=1)]
+    lengths = text_features(list(texts), MonitoringContext())["text_length"].astype(float)
+    values = {"text_length": lengths, "unseen_share": unseen, "confidence": confidence}
+    rng = np.random.default_rng(seed)
     return {
-        "rows": len(features),
-        "label_distribution": labels.to_dict(),
+        "rows": len(texts),
+        "method": f"{folds}-fold out of fold on the training rows",
+        "label_distribution": _distribution(y),
+        "predicted_distribution": _distribution(predicted),
         "text_length_words": _summary(lengths),
         "prediction_confidence": _summary(confidence),
+        "features": {name: reference_bins(values[name], rng) for name in values},
+        "vocabulary": sorted({word for text in texts for word in tokens(text)}),
     }
+
+
+def references_path(settings: Settings, version: int) -> Path:
+    return settings.references_dir / f"v{version}.json"
 
 
 def save_references(settings: Settings, version: int, references: dict[str, Any]) -> Path:
     """Write ``references/v<version>.json`` atomically and return its path."""
-    path = settings.references_dir / f"v{version}.json"
+    return files.write_json(
+        references_path(settings, version), {"model_version": version, **references}
+    )
+
+
+def stage_references(settings: Settings, version: int, references: dict[str, Any]) -> Path:
+    """Write references where a promotion picks them up (not yet the version's own)."""
+    import uuid
+
+    path = settings.references_dir / ".staged" / f"v{version}-{uuid.uuid4().hex[:8]}.json"
     return files.write_json(path, {"model_version": version, **references})
+
+
+def load_references(settings: Settings, version: int) -> dict[str, Any] | None:
+    """A version's references, or None if it has none."""
+    path = references_path(settings, version)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_context(settings: Settings, version: int | None) -> MonitoringContext:
+    """The monitoring context of a version: its training vocabulary, when its references hold
+    one (a version that never was in production has no references)."""
+    references = load_references(settings, version) if version is not None else None
+    if references is None or "vocabulary" not in references:
+        if version is not None:
+            logger.info("v%s has no vocabulary in its references: unseen_share not logged", version)
+        return MonitoringContext()
+    return MonitoringContext(vocabulary=frozenset(references["vocabulary"]))

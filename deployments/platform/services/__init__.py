@@ -8,7 +8,16 @@ requires or whose records it reads (the worker links to the MLflow UI and the re
 
 from __future__ import annotations
 
-from deployments.platform.services import mlflow, postgres, redis, sensor, server, webhook, worker
+from deployments.platform.services import (
+    mlflow,
+    postgres,
+    predict,
+    redis,
+    sensor,
+    server,
+    webhook,
+    worker,
+)
 from deployments.platform.spec import ServiceSpec
 
 REGISTRY: tuple[ServiceSpec, ...] = (
@@ -19,6 +28,7 @@ REGISTRY: tuple[ServiceSpec, ...] = (
     webhook.SPEC,
     sensor.SPEC,
     worker.SPEC,
+    predict.SPEC,
 )
 # What `up` starts when no service is named.
 SERVICES: tuple[str, ...] = tuple(spec.name for spec in REGISTRY if spec.default)
