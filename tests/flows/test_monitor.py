@@ -113,7 +113,7 @@ def events(name: str, since: datetime) -> list[dict]:
     return response.json()["events"]
 
 
-def wait_for_events(name: str, since: datetime, count: int, seconds: float = 15) -> list[dict]:
+def wait_for_events(name: str, since: datetime, count: int, seconds: float = 60) -> list[dict]:
     deadline = time.monotonic() + seconds
     while len(found := events(name, since)) < count and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -157,9 +157,9 @@ def test_drift_requests_one_retrain_then_inspects_the_same_drift(stores):
 
     second = run_monitor(stores).result()
     assert second["action"] == "inspect" and "already requested" in second["reason"]
-    time.sleep(2)
+    # Events reach the API asynchronously: wait for the inspect event, then count again.
+    assert len(wait_for_events("tagifai.drift.inspect", since, 1, seconds=60)) == 1
     assert len(events("tagifai.drift.detected", since)) == 1  # one retrain per drift
-    assert len(events("tagifai.drift.inspect", since)) == 1
 
 
 def relabel_new_projects(settings: Settings) -> None:
