@@ -4,10 +4,10 @@ Every prediction is logged with a few numbers about its input and output (its *m
 features*); a version's references hold the same numbers on data the model did not train on,
 so the monitor can compare live traffic with what the model is used to. A feature is declared
 once in :data:`FEATURES` and everything else (the log's columns, the references, the drift
-table, the plot) follows from the declaration. An embedding-based feature (the distance of a
-text's sentence embedding to the training centroid, say) is one more :class:`FeatureSpec` and
-one more field in :class:`MonitoringContext` (the encoder and centroid), computed in
-:func:`text_features`; the log stores it as one more float column.
+table, the plot) follows from the declaration. ``embedding_distance`` (the cosine distance of
+a text's sentence embedding to the mean embedding of the training texts) needs the model's own
+encoder and that centroid: both travel in :class:`MonitoringContext`, and a model without the
+embedding block (the ``scale`` space) logs it as NaN and is not judged on it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,9 +57,17 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "unseen_share", "share of the words not in the training vocabulary", "higher", True
     ),
     FeatureSpec("confidence", "probability of the predicted tag", "lower", False),
+    # Texts unlike the training texts in meaning, even in known words: a person looks first
+    # (a new topic, or a client sending something else), so it inspects and never retrains.
+    FeatureSpec(
+        "embedding_distance",
+        "cosine distance of the sentence embedding to the training texts' mean embedding",
+        "higher",
+        False,
+    ),
 )
 # Features computed from the text alone (``confidence`` comes from the model's output).
-TEXT_FEATURES: tuple[str, ...] = ("text_length", "unseen_share")
+TEXT_FEATURES: tuple[str, ...] = ("text_length", "unseen_share", "embedding_distance")
 LABEL = "tag"  # the predicted tag: a categorical feature with its own test
 
 
@@ -72,6 +80,11 @@ class MonitoringContext:
     """What computing a model's monitoring features needs besides the text."""
 
     vocabulary: frozenset[str] | None = None  # None: references without one (older versions)
+    # The unit mean embedding of the training texts and the model's encoder (the one its
+    # embedding block uses, so the texts it just embedded come from its cache); None: the
+    # model has no embedding block, or its references predate the feature.
+    centroid: np.ndarray | None = field(default=None, compare=False)
+    encoder: Any = field(default=None, compare=False)
 
 
 def tokens(text: str) -> list[str]:
@@ -79,8 +92,19 @@ def tokens(text: str) -> list[str]:
     return text.split()
 
 
+def unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
+
+
+def embedding_distances(vectors: np.ndarray, centroid: np.ndarray) -> np.ndarray:
+    """Cosine distance of unit ``vectors`` to ``centroid``: 0 same direction, 2 opposite."""
+    return (1.0 - np.asarray(vectors, dtype=np.float32) @ unit(centroid)).astype(np.float32)
+
+
 def text_features(texts: Sequence[str], context: MonitoringContext) -> dict[str, np.ndarray]:
-    """``text_length`` and ``unseen_share`` of each cleaned text (NaN without a vocabulary)."""
+    """``text_length``, ``unseen_share`` (NaN without a vocabulary) and ``embedding_distance``
+    (NaN without an encoder and centroid) of each cleaned text."""
     lengths = np.empty(len(texts), dtype=np.float32)
     unseen = np.full(len(texts), np.nan, dtype=np.float32)
     vocabulary = context.vocabulary
@@ -91,7 +115,10 @@ def text_features(texts: Sequence[str], context: MonitoringContext) -> dict[str,
             unseen[i] = sum(word not in vocabulary for word in words) / len(words)
         elif vocabulary is not None:
             unseen[i] = 0.0
-    return {"text_length": lengths, "unseen_share": unseen}
+    distance = np.full(len(texts), np.nan, dtype=np.float32)
+    if context.centroid is not None and context.encoder is not None and len(texts):
+        distance = embedding_distances(context.encoder.embed(list(texts)), context.centroid)
+    return {"text_length": lengths, "unseen_share": unseen, "embedding_distance": distance}
 
 
 def _summary(values: np.ndarray) -> dict[str, Any]:
@@ -143,11 +170,13 @@ def compute_references(
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
 
-    from tagifai.train import inputs_of
+    from tagifai.train import embedding_block, inputs_of
 
     rows = features.reset_index(drop=True)
     texts = rows["text"].astype(str).to_numpy()
     y = rows["tag"].astype(str).to_numpy()
+    vectors = _training_vectors(model, rows)
+    distance = np.empty(len(texts), dtype=float)
     unseen = np.empty(len(texts), dtype=float)
     confidence = np.empty(len(texts), dtype=float)
     predicted = np.empty(len(texts), dtype=object)
@@ -156,6 +185,9 @@ def compute_references(
         vocabulary = frozenset(word for text in texts[train_index] for word in tokens(text))
         held = list(texts[held_index])
         unseen[held_index] = text_features(held, MonitoringContext(vocabulary))["unseen_share"]
+        if vectors is not None:
+            fold_centroid = vectors[train_index].mean(axis=0)
+            distance[held_index] = embedding_distances(vectors[held_index], fold_centroid)
         # The rows' stored vectors (when the frame has them) spare embedding them per fold.
         fold_model = clone(model).fit(inputs_of(rows.iloc[train_index]), y[train_index])
         probabilities = fold_model.predict_proba(inputs_of(rows.iloc[held_index]))
@@ -164,8 +196,17 @@ def compute_references(
         predicted[held_index] = classes[probabilities.argmax(axis=1)]
     lengths = text_features(list(texts), MonitoringContext())["text_length"].astype(float)
     values = {"text_length": lengths, "unseen_share": unseen, "confidence": confidence}
+    extra: dict[str, Any] = {}
+    if vectors is not None:
+        values["embedding_distance"] = distance
+        block = embedding_block(model)
+        extra = {
+            "embedding_centroid": np.round(unit(vectors.mean(axis=0)), 6).tolist(),
+            "embedding_model": block.model_info_.to_dict() if block is not None else None,
+        }
     rng = np.random.default_rng(seed)
     return {
+        **extra,
         "rows": len(texts),
         "method": f"{folds}-fold out of fold on the training rows",
         "label_distribution": _distribution(y),
@@ -175,6 +216,19 @@ def compute_references(
         "features": {name: reference_bins(values[name], rng) for name in values},
         "vocabulary": sorted({word for text in texts for word in tokens(text)}),
     }
+
+
+def _training_vectors(model: Any, rows: pd.DataFrame) -> np.ndarray | None:
+    """The training rows' sentence embeddings when the model has an embedding block: the
+    stored vectors if every row has one, else the model's encoder embeds the texts."""
+    from tagifai.train import embedding_block
+
+    block = embedding_block(model)
+    if block is None:
+        return None
+    if "embedding" in rows.columns and not rows["embedding"].isna().any():
+        return np.stack(rows["embedding"].to_numpy()).astype(np.float32)
+    return block._encoder().embed(rows["text"].astype(str).tolist())
 
 
 def references_path(settings: Settings, version: int) -> Path:
@@ -202,12 +256,23 @@ def load_references(settings: Settings, version: int) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_context(settings: Settings, version: int | None) -> MonitoringContext:
-    """The monitoring context of a version: its training vocabulary, when its references hold
-    one (a version that never was in production has no references)."""
+def load_context(settings: Settings, version: int | None, model: Any = None) -> MonitoringContext:
+    """The monitoring context of a version: its training vocabulary, and its training centroid
+    with ``model``'s encoder, when its references hold them (a version that never was in
+    production has no references)."""
+    from tagifai.train import embedding_block
+
     references = load_references(settings, version) if version is not None else None
     if references is None or "vocabulary" not in references:
         if version is not None:
             logger.info("v%s has no vocabulary in its references: unseen_share not logged", version)
         return MonitoringContext()
-    return MonitoringContext(vocabulary=frozenset(references["vocabulary"]))
+    block = embedding_block(model) if model is not None else None
+    centroid = references.get("embedding_centroid")
+    if block is None or centroid is None:
+        return MonitoringContext(vocabulary=frozenset(references["vocabulary"]))
+    return MonitoringContext(
+        vocabulary=frozenset(references["vocabulary"]),
+        centroid=np.asarray(centroid, dtype=np.float32),
+        encoder=block._encoder(),
+    )

@@ -80,7 +80,7 @@ def load_served(settings: Settings, version: int | None = None) -> ServedModel:
     from tagifai.monitoring import load_context
 
     model, found = registry.load_model(settings, version)
-    return ServedModel(model, found.version, load_context(settings, found.version))
+    return ServedModel(model, found.version, load_context(settings, found.version, model))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 from tagifai import registry, steps
 from tagifai.data import clean_text
 from tagifai.features import build_text
-from tagifai.monitoring import MonitoringContext, load_references, text_features
+from tagifai.monitoring import MonitoringContext, load_context, load_references, text_features
 from tagifai.policy import DriftPolicy, decide_action
 from tagifai.predict import load_served, predict_batch
 from tagifai.predlog import write_batches
@@ -48,7 +48,9 @@ def test_references_are_out_of_fold(trained_stores, production_model, shipped_fr
     references = load_references(trained_stores, registry.production_version(trained_stores))
     assert references is not None and references["method"].startswith("5-fold out of fold")
     features = references["features"]
-    assert set(features) == {"text_length", "unseen_share", "confidence"}
+    assert set(features) == {"text_length", "unseen_share", "confidence", "embedding_distance"}
+    assert len(references["embedding_centroid"]) == 384
+    assert references["embedding_model"]["model_id"]
     # Out of fold, some words are new to the model that scores them; on its own training rows
     # every word would be known and the model near certain.
     assert 0.05 < features["unseen_share"]["mean"] < 0.4
@@ -111,3 +113,39 @@ def test_synthetic_shifts_give_the_expected_decision(
         settings, served.version, now + timedelta(hours=2), now + timedelta(hours=3)
     )
     assert later is not None and later.predictions == 0  # outside the window: not counted
+
+
+@pytest.mark.parametrize(
+    ("scenario", "moved"),
+    [("stable", False), ("computer-vision only", False), ("another domain", True)],
+)
+def test_embedding_distance_moves_with_meaning(trained_stores, texts, tmp_path, scenario, moved):
+    """Texts of another domain sit far from the training texts' mean embedding; the shipped
+    texts and one of their own tags do not. An inspect-only signal: it never retrains."""
+    settings = dataclasses.replace(trained_stores, prediction_log_dir=tmp_path)
+    served = load_served(settings)
+    assert served.context.centroid is not None and served.context.encoder is not None
+    now = datetime.now(UTC)
+    write_batches(settings.predictions_dir, [predict_batch(served, texts[scenario]).log_batch("t")])
+    window = (now - timedelta(hours=1), now + timedelta(minutes=1))
+    traffic = steps.check_traffic(settings, served.version, *window)
+    drift = traffic.get("embedding_distance")
+    assert drift is not None and drift.n == len(texts[scenario])
+    means = f"{drift.reference_mean:.3f} -> {drift.current_mean:.3f}"
+    print(f"{scenario}: embedding_distance PSI {drift.psi:.3f}, mean {means}")
+    assert (drift.psi >= DriftPolicy().retrain_psi) is moved, drift
+    assert (drift.current_mean > drift.reference_mean + 0.1) is moved, drift
+    assert not drift.learnable
+
+
+def test_a_model_without_embeddings_logs_no_embedding_distance(trained_stores):
+    from tagifai.train import ModelParams, embedding_block, fit_model
+
+    texts = ["object detection", "image segmentation", "language model", "text summarization"]
+    labels = ["computer-vision", "computer-vision", "nlp", "nlp"]
+    model = fit_model(texts, labels, ModelParams(embedding_weight=0.0, classifier="logreg"))
+    assert embedding_block(model) is None
+    version = registry.production_version(trained_stores)
+    context = load_context(trained_stores, version, model)
+    assert context.vocabulary and context.centroid is None
+    assert np.isnan(text_features(["object detection"], context)["embedding_distance"]).all()

@@ -30,6 +30,7 @@ def batch(at: datetime, n: int = 3, version: int = 1, confidence: float = 0.9) -
             "text_length": np.full(n, 12, dtype=np.float32),
             "unseen_share": np.full(n, 0.1, dtype=np.float32),
             "confidence": np.full(n, confidence, dtype=np.float32),
+            "embedding_distance": np.full(n, 0.4, dtype=np.float32),
         },
         source="test",
     )
