@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.automations import ZOMBIE_AUTOMATION, ensure_automations
 from deployments.platform import free_ports, read_record, up
@@ -76,6 +77,8 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         with (
             deployed_platform(tmp, services, n_trials=0, extra_env=env) as platform,
             applied(platform.env),
+            # This process's own Prefect clients (ensure_automations, flows run in-process).
+            temporary_settings(updates={PREFECT_API_URL: platform.api_url}),
         ):
             ensure_automations(platform.settings)
             dataops, mlops = run_chain(platform.api_url, timeout_s=RUN_TIMEOUT_S)  # make run
