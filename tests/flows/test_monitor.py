@@ -131,7 +131,8 @@ def test_stable_traffic_continues_and_the_run_shows_table_plot_and_report(stores
     artifacts = flow_run_artifacts(state)
     assert {"drift-table", "drift-plot", "monitor-report"} <= set(artifacts)
     table = json.loads(artifacts["drift-table"].data)
-    assert [row["feature"] for row in table] == ["tag", "text_length", "unseen_share", "confidence"]
+    features = ["tag", "text_length", "unseen_share", "confidence", "embedding_distance"]
+    assert [row["feature"] for row in table] == features
     assert all(row["psi"] < 0.1 or not row["harmful_direction"] for row in table)
     assert artifacts["drift-plot"].data.startswith("data:image/png;base64,")
     assert base64.b64decode(artifacts["drift-plot"].data.split(",", 1)[1])[:4] == b"\x89PNG"
