@@ -56,9 +56,10 @@ run: up ## set up, start the platform, deploy, run dataops and follow the mlops 
 	$(UV) run --frozen python -m deployments.run
 
 # team-deps may fail (no root, no apt): the team tests then fail and say why.
-test: setup browser-deps ## set up, then run every test (unit, flows, e2e, browser, team)
+test: setup browser-deps ## set up, then run every test: unit and flows, then (own process) e2e, browser, team
 	@$(MAKE) --no-print-directory team-deps || echo "warning: team-deps failed; the team tests will fail"
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -m "not e2e and not browser and not team"
+	$(UV) run --frozen pytest -m "e2e or browser or team"
 
 test-fast: setup ## unit tests only
 	$(UV) run --frozen pytest -m "not flows and not e2e and not browser and not scale and not dask_cluster and not team"
@@ -69,8 +70,9 @@ lint: setup
 bench: setup ## benchmarks (writes benchmarks/out/*.json and *.png)
 	$(UV) run --frozen python -m benchmarks.run
 
-up: setup $(if $(filter --team,$(TEAM_FLAG)),team-deps) ## start server, worker, receiver, MLflow UI, a warm Dask cluster (TEAM=1: on PostgreSQL + Redis)
+up: setup $(if $(filter --team,$(TEAM_FLAG)),team-deps) ## start server, worker, receiver, sensor, MLflow UI, prediction service, a warm Dask cluster; create automations (TEAM=1: on PostgreSQL + Redis)
 	$(UV) run --frozen python -m deployments.platform up $(TEAM_FLAG)
+	$(UV) run --frozen python -m deployments.automations
 
 down: ## stop what `make up` started
 	@if [ -x .venv/bin/python ]; then .venv/bin/python -m deployments.platform down; fi

@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "predict": "benchmarks.predict",
     "sensor": "benchmarks.sensor",
     "triggers": "benchmarks.triggers",
+    "serve": "benchmarks.serve",
     "overhead": "benchmarks.overhead",
     "optuna": "benchmarks.tuning",
     "chain": "benchmarks.chain",

@@ -1,8 +1,9 @@
 """The ``tagifai`` console script: the library's commands plus those that run flows.
 
 ``tagifai.cli`` holds the commands that need only the library (train, evaluate, predict,
-status, features, synth); this module mounts them and adds ``dataops``, ``mlops`` and
-``pipeline``, which run the Prefect flows against the project's Prefect server. It sits above
+status, features, synth); this module mounts them and adds ``dataops``, ``mlops``,
+``pipeline``, ``monitor`` and ``rollback``, which run the Prefect flows against the project's
+Prefect server. It sits above
 ``flows/`` and the platform, so the library never imports either. Prefect and the flows are
 imported inside the commands, so ``tagifai --help`` answers at once.
 """
@@ -161,6 +162,59 @@ def sensor(
             typer.echo(process.describe(result))
         return
     process.loop(settings, api_url, auth, threading.Event())
+
+
+@app.command()
+@friendly_errors
+def monitor(
+    window_hours: Annotated[int, typer.Option(help="Hours of logged predictions.", min=1)] = 24,
+    min_predictions: Annotated[
+        int, typer.Option(help="Fewer predictions are not judged.", min=1)
+    ] = 200,
+    inspect_psi: Annotated[float, typer.Option(help="PSI that asks a person to look.")] = 0.10,
+    retrain_psi: Annotated[float, typer.Option(help="PSI of unseen words that retrains.")] = 0.25,
+    min_labelled: Annotated[int, typer.Option(help="Fewer new labels are not judged.", min=1)] = 50,
+    performance_drop: Annotated[
+        float, typer.Option(help="F1 drop on new labels (vs test F1) that retrains.")
+    ] = 0.10,
+    rollback_margin: Annotated[
+        float, typer.Option(help="How much better the previous version must be to roll back.")
+    ] = 0.05,
+    auto_rollback: Annotated[
+        bool, typer.Option(help="Roll back when the policy says so (else: inspect).")
+    ] = True,
+) -> None:
+    """Run the monitor flow: drift of production's predictions and new labels; act on it."""
+    summary = _run_flow(
+        "monitor",
+        window_hours=window_hours,
+        min_predictions=min_predictions,
+        inspect_psi=inspect_psi,
+        retrain_psi=retrain_psi,
+        min_labelled=min_labelled,
+        performance_drop=performance_drop,
+        rollback_margin=rollback_margin,
+        auto_rollback=auto_rollback,
+    )
+    typer.echo(json.dumps(summary, default=str))
+
+
+@app.command()
+@friendly_errors
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why (kept in the alias history).")],
+    to: Annotated[
+        int | None, typer.Option("--to", help="Version to serve (default: the one it replaced).")
+    ] = None,
+) -> None:
+    """Move production back, record it in the alias history, emit tagifai.model.rolled_back."""
+    import getpass
+
+    if not reason.strip():
+        fail("--reason must say why")
+    actor = f"{getpass.getuser()} (tagifai rollback)"
+    move = _run_flow("rollback", reason=reason, to_version=to, actor=actor)
+    typer.echo(json.dumps(move, default=str))
 
 
 def main() -> None:  # pragma: no cover - console entry point

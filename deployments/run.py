@@ -2,8 +2,9 @@
 
     python -m deployments.run [--no-deploy] [--projects URI --tags URI] [--timeout SECONDS]
 
-What ``make run`` calls after ``make up``: it deploys both deployments (``prefect --no-prompt
-deploy --all``, the same command a person types), creates a ``dataops`` run as ``prefect
+What ``make run`` calls after ``make up``: it deploys the deployments (``prefect --no-prompt
+deploy --all``, the same command a person types) and the project's automations
+(``deployments.automations``: the zombie-run crasher), creates a ``dataops`` run as ``prefect
 deployment run 'dataops/dataops'`` would, follows it, then finds and follows the ``mlops`` run
 that the deployment trigger on dataops' Completed event starts, and prints the outcome: the
 decision, the metrics, the production version and links to both runs and to the MLflow UI.
@@ -367,7 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"platform    Prefect UI {ui_url(api_url)}, worker: {urls['worker']}", flush=True)
         if not args.no_deploy:
             seconds = deploy(api_url)
-            print(f"deploy      {DATAOPS} and {MLOPS} deployed in {seconds:.1f} s", flush=True)
+            print(f"deploy      prefect.yaml deployed in {seconds:.1f} s", flush=True)
+            from deployments.automations import ensure_automations
+
+            for name in ensure_automations(settings):
+                print(f"automation  {name}", flush=True)
         parameters = (
             {"projects_uri": args.projects, "tags_uri": args.tags} if args.projects else None
         )
@@ -378,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"total {time.monotonic() - started:.1f} s",
             flush=True,
         )
-        mlflow = status(settings)["mlflow"]
+        services = status(settings)
+        mlflow = services["mlflow"]
         print_outcome(
             read_outcome(settings, mlops.run if mlops else None),
             api_url,
@@ -386,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             mlops.run if mlops else None,
             mlflow.url if mlflow.state == "running" else None,
         )
+        predict = services.get("predict")
+        if predict is not None and predict.state == "running":
+            print(f'predictions {predict.url}  (POST {{"title": ..., "description": ...}})')
     except PlatformError as error:
         print(f"error: {error.summary}", file=sys.stderr)
         return 1

@@ -1,8 +1,11 @@
-"""MLOps: extract_features (per partition) >> optimization >> train_model >> evaluate_model
+"""MLOps: converge >> extract_features (per partition) >> optimization >> train_model >> evaluate_model
 >> model_card >> decide,
 where ``decide`` runs exactly one branch:
-improved >> [set_monitoring_references, deploy_model, notify_teams];
+improved >> [set_monitoring_references >> deploy_model, notify_teams];
 regressed >> [notify_teams, file_report].
+
+``deploy_model`` promotes as a transaction (references, alias-history entry, alias move: all
+or nothing, see ``flows/promotion.py``); ``converge`` first settles what a crashed run left.
 
 Each task is a thin wrapper over one :mod:`tagifai.steps` function plus the artifacts it
 shows. Settings are read once, when the flow run starts, and passed to every task.
@@ -24,22 +27,49 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.concurrency.sync import concurrency
 from prefect.context import get_run_context
 from prefect.events import emit_event
 from prefect.states import Completed
 
+from flows.promotion import DEPLOY_LOCK, PrefectSteps, deploy_lock, run_actor
 from flows.runner import build_task_runner
 from tagifai import reporting, steps
 from tagifai.config import Settings, get_settings
 from tagifai.evaluate import ImprovementRule
 from tagifai.extract import load_snapshot
 from tagifai.notify import Delivery
+from tagifai.registry import ModelVersion
 from tagifai.steps import Deployment, Evaluation, TrainedModel
 from tagifai.train import ModelParams
 from tagifai.tune import BatchResult, SearchSpace, TuneSummary, default_params, resolve_space
 
-DEPLOY_LOCK = "tagifai-deploy"
+__all__ = ["DEPLOY_LOCK", "decide", "mlops"]
+
+
+def run_is_over(version: ModelVersion) -> bool:
+    """Whether the flow run that registered ``version`` has ended (Crashed, Failed, ...)."""
+    from prefect.exceptions import ObjectNotFound
+
+    run_id = version.tags.get("prefect_flow_run_id")
+    if not run_id:
+        return False  # registered outside a flow run (tagifai train): nothing to ask
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_id)
+        except ObjectNotFound:
+            return True
+    return run.state is not None and run.state.is_final()
+
+
+@task
+def converge(settings: Settings) -> dict[str, list[int]]:
+    """Settle what a crashed run left: alias moves recorded but not finished, and versions
+    registered by a run that ended before deciding (tagged ``decision=abandoned``)."""
+    settled = steps.settle_history(settings, deploy_lock())
+    abandoned = steps.abandon_undecided(settings, run_is_over)
+    if settled or abandoned:
+        get_run_logger().warning("settled alias moves to %s; abandoned %s", settled, abandoned)
+    return {"settled_moves": settled, "abandoned_versions": abandoned}
 
 
 @task(retries=2, retry_delay_seconds=5)
@@ -149,19 +179,26 @@ def model_card(
 
 @task
 def set_monitoring_references(settings: Settings, version: int, data_path: Path) -> Path:
-    """Reference distributions (labels, text length, confidence) for drift checks."""
+    """Reference distributions (tags, text length, unseen words, confidence), out of fold,
+    staged for the promotion to install."""
     return steps.set_monitoring_references(settings, version, data_path)
 
 
 @task
 def deploy_model(
-    settings: Settings, evaluation: Evaluation, data_path: Path, rule: ImprovementRule
+    settings: Settings,
+    evaluation: Evaluation,
+    data_path: Path,
+    rule: ImprovementRule,
+    references: Path | None = None,
 ) -> Deployment:
-    """Move ``production`` under a global lock, re-checking if production moved meanwhile."""
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(DEPLOY_LOCK, limit=1)
-    lock = concurrency(DEPLOY_LOCK, occupy=1, timeout_seconds=600, strict=True)
-    return steps.deploy_model(settings, evaluation, data_path, rule, lock)
+    """Promote under a global lock (re-checking if production moved meanwhile) as a
+    transaction: references, alias-history entry and alias move, all or nothing."""
+    actor, run_id = run_actor(settings.actor)
+    lock = deploy_lock()
+    return steps.deploy_model(
+        settings, evaluation, data_path, rule, lock, references, PrefectSteps(), actor, run_id
+    )
 
 
 @task
@@ -206,9 +243,8 @@ def decide(
     version = evaluation.candidate_version
     if evaluation.decision.improved:
         references = set_monitoring_references.submit(settings, version, data_path)
-        deployment = deploy_model.submit(settings, evaluation, data_path, rule).result()
-        references.result()
-        deployed, reason = deployment.deployed, deployment.reason
+        deployment = deploy_model.submit(settings, evaluation, data_path, rule, references)
+        deployed, reason = deployment.result().deployed, deployment.result().reason
         notify_teams(settings, "improved" if deployed else "regressed", version, reason)
         report = None if deployed else file_report(settings, evaluation, reason)
     else:
@@ -237,6 +273,7 @@ def mlops(
     (``force=true`` does): a cron or a repeated event on unchanged data costs nothing.
     """
     settings = get_settings()
+    converge.submit(settings).result()
     published = load_snapshot(settings, snapshot)  # the latest by default; a clear error if none
     snapshot = published.id
     parameters = {"n_trials": n_trials, "search_space": search_space, "f1_margin": f1_margin}

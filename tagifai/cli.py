@@ -207,8 +207,17 @@ def predict(
         int | None, typer.Option(help="Model version (default: production).")
     ] = None,
 ) -> None:
-    """Predict one project's tag (--title/--description) or a CSV file (--input/--output)."""
-    from tagifai.predict import predict_csv, predict_project, read_input_chunks
+    """Predict one project's tag (--title/--description) or a CSV file (--input/--output).
+
+    Every prediction is logged to the prediction log (``TAGIFAI_PREDICTION_LOG=false``: not).
+    """
+    from tagifai.predict import (
+        describe_batch,
+        load_served,
+        predict_batch,
+        predict_csv,
+        read_input_chunks,
+    )
 
     if (title is None) == (input is None):
         fail("give either --title (and --description) or --input and --output")
@@ -216,15 +225,28 @@ def predict(
         fail("--input needs --output")
     if input is not None:
         next(iter(read_input_chunks(input, 1)))  # bad input fails before loading the model
-    from tagifai import registry
+    from tagifai.data import clean_text
+    from tagifai.predlog import PredictionLog
 
     settings = load_settings()
-    model, _ = registry.load_model(settings, version)
+    served = load_served(settings, version)
+    log = PredictionLog(settings.predictions_dir) if settings.prediction_log else None
     if title is not None:
-        typer.echo(json.dumps(predict_project(model, title, description).to_dict()))
+        batch = predict_batch(served, [clean_text(f"{title} {description}")])
+        if log is not None:
+            log.append(batch.log_batch("cli"))
+            log.close()
+        row = batch.rows()[0]
+        typer.echo(json.dumps({"tag": row["tag"], "probabilities": row["probabilities"]}))
         return
     assert input is not None and output is not None
-    rows = predict_csv(model, input, output, chunksize)
+
+    def on_chunk(texts: Any, probabilities: Any) -> None:
+        assert log is not None
+        log.append(describe_batch(served, texts, probabilities).log_batch("cli"))
+        log.flush()  # one file per chunk: memory stays one chunk
+
+    rows = predict_csv(served.model, input, output, chunksize, on_chunk if log else None)
     typer.echo(f"wrote {rows} predictions to {output}", err=True)
 
 

@@ -111,6 +111,10 @@ class TeamSettings:
         return f"{self.host}:{self.redis_port}"
 
 
+# MLflow experiment whose runs are the alias history: one run per move of ``production``.
+ALIAS_HISTORY_EXPERIMENT = "tagifai-production-history"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where state lives and which engines to talk to."""
@@ -157,6 +161,18 @@ class Settings:
     # Writers the online store takes at once during materialisation (TAGIFAI_ONLINE_WRITERS);
     # None: what the configured store takes (SQLite: one).
     online_writers: int | None = None
+    # Monitoring references are computed out of fold on at most this many training rows.
+    max_reference_rows: int = 20_000
+    # The prediction log: a directory a team can point at shared storage (None: under stores).
+    prediction_log_dir: Path | None = None
+    prediction_log: bool = True  # False: predictions are not logged (benchmarks, debugging)
+    prediction_log_flush_rows: int = 1000
+    prediction_log_flush_seconds: float = 5.0
+    # The prediction service: largest batch per request, and how often it checks the alias.
+    predict_max_batch: int = 256
+    predict_reload_seconds: float = 5.0
+    # Who moves ``production`` from a terminal (the alias history records it).
+    actor: str = "unknown"
 
     @property
     def tune_batches(self) -> int:
@@ -204,6 +220,14 @@ class Settings:
     @property
     def references_dir(self) -> Path:
         return self.stores_dir / "references"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.prediction_log_dir or self.stores_dir / "predictions"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        return self.stores_dir / "monitoring"
 
     @property
     def training_dir(self) -> Path:
@@ -282,6 +306,14 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         embedding_model_dir=_path(env, "TAGIFAI_EMBEDDING_MODEL_DIR"),
         partition_rows=_int(env, "TAGIFAI_PARTITION_ROWS", 250_000),
         online_writers=_int(env, "TAGIFAI_ONLINE_WRITERS", 0) or None,
+        max_reference_rows=_int(env, "TAGIFAI_MAX_REFERENCE_ROWS", 20_000),
+        prediction_log_dir=_path(env, "TAGIFAI_PREDICTIONS_DIR"),
+        prediction_log=_bool(env, "TAGIFAI_PREDICTION_LOG", True),
+        prediction_log_flush_rows=_int(env, "TAGIFAI_PREDICTION_LOG_FLUSH_ROWS", 1000),
+        prediction_log_flush_seconds=_float(env, "TAGIFAI_PREDICTION_LOG_FLUSH_SECONDS", 5.0),
+        predict_max_batch=_int(env, "TAGIFAI_PREDICT_MAX_BATCH", 256),
+        predict_reload_seconds=_float(env, "TAGIFAI_PREDICT_RELOAD_SECONDS", 5.0),
+        actor=(env.get("TAGIFAI_ACTOR") or env.get("USER") or env.get("LOGNAME") or "unknown"),
     )
 
 
@@ -344,6 +376,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         value = 0
     if value < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, not {raw!r}")
     return value
 
 

@@ -108,13 +108,14 @@ def run_mlops(
 def decide(
     settings: Settings, evaluation: steps.Evaluation, data_path: Path, rule: ImprovementRule
 ) -> tuple[bool, str]:
-    """Run exactly one branch: improved (references, deploy, notify) or regressed (notify,
+    """Run exactly one branch: improved (references, then a promotion that installs them,
+    records the move and moves the alias, all or nothing; notify) or regressed (notify,
     report); record the decision. Returns whether the candidate was deployed, and why."""
     version = evaluation.candidate_version
     if evaluation.decision.improved:
-        steps.set_monitoring_references(settings, version, data_path)
+        references = steps.set_monitoring_references(settings, version, data_path)
         lock = steps.deploy_lock(settings)
-        deployment = steps.deploy_model(settings, evaluation, data_path, rule, lock)
+        deployment = steps.deploy_model(settings, evaluation, data_path, rule, lock, references)
         deployed, reason = deployment.deployed, deployment.reason
     else:
         deployed, reason = False, evaluation.decision.reason

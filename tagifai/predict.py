@@ -1,19 +1,32 @@
-"""Predict tags for one text or a stream of rows with a fitted pipeline."""
+"""Predict tags for one text or a stream of rows with a fitted pipeline.
+
+:class:`ServedModel` is a model with what logging its predictions needs (its version and
+monitoring context); :func:`predict_batch` scores cleaned texts and computes each one's
+monitoring features, and :meth:`BatchPrediction.log_batch` turns the result into a
+:class:`tagifai.predlog.PredictionBatch` for the prediction log.
+"""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from tagifai import files
 from tagifai.data import clean_text
 from tagifai.errors import DataSourceError
 from tagifai.features import build_text
+from tagifai.monitoring import MonitoringContext, text_features
+
+if TYPE_CHECKING:
+    from tagifai.config import Settings
+    from tagifai.predlog import PredictionBatch
 
 INPUT_COLUMNS: tuple[str, ...] = ("id", "title", "description")
 
@@ -48,6 +61,86 @@ def predict_project(model: Any, title: str, description: str = "") -> Prediction
     return predict_texts(model, [clean_text(f"{title} {description}")])[0]
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded model version and its monitoring context (the training vocabulary)."""
+
+    model: Any
+    version: int
+    context: MonitoringContext
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.model.classes_]
+
+
+def load_served(settings: Settings, version: int | None = None) -> ServedModel:
+    """Load a version (default: production) with its monitoring context."""
+    from tagifai import registry
+    from tagifai.monitoring import load_context
+
+    model, found = registry.load_model(settings, version)
+    return ServedModel(model, found.version, load_context(settings, found.version, model))
+
+
+@dataclass(frozen=True)
+class BatchPrediction:
+    """Tags, class probabilities and monitoring features of a batch of texts."""
+
+    version: int
+    classes: list[str]
+    probabilities: np.ndarray
+    features: dict[str, np.ndarray]
+    at: float
+
+    @property
+    def tags(self) -> list[str]:
+        return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per text: tag, confidence, probabilities."""
+        rows = []
+        for tag, probabilities in zip(self.tags, self.probabilities, strict=True):
+            rounded = {
+                c: round(float(p), 4) for c, p in zip(self.classes, probabilities, strict=True)
+            }
+            rows.append(
+                {
+                    "tag": tag,
+                    "confidence": round(float(probabilities.max()), 4),
+                    "probabilities": rounded,
+                }
+            )
+        return rows
+
+    def log_batch(self, source: str) -> PredictionBatch:
+        from tagifai.predlog import PredictionBatch
+
+        return PredictionBatch(self.at, self.version, self.tags, self.features, source)
+
+
+def predict_batch(
+    served: ServedModel, texts: Sequence[str], with_features: bool = True
+) -> BatchPrediction:
+    """Score cleaned texts and compute their monitoring features (unless not logged)."""
+    at = time.time()
+    probabilities = served.model.predict_proba(list(texts))
+    if not with_features:
+        return BatchPrediction(served.version, served.classes, probabilities, {}, at)
+    return describe_batch(served, texts, probabilities, at)
+
+
+def describe_batch(
+    served: ServedModel, texts: Sequence[str], probabilities: np.ndarray, at: float | None = None
+) -> BatchPrediction:
+    """The batch of already-scored texts, with their monitoring features."""
+    features = text_features(texts, served.context)
+    features["confidence"] = probabilities.max(axis=1).astype(np.float32)
+    return BatchPrediction(
+        served.version, served.classes, probabilities, features, time.time() if at is None else at
+    )
+
+
 def read_input_chunks(path: Path, chunksize: int) -> Any:
     """Yield validated chunks of an ``id,title,description`` CSV (bad input: DataSourceError)."""
     if not path.is_file():
@@ -80,11 +173,18 @@ def read_input_chunks(path: Path, chunksize: int) -> Any:
         raise DataSourceError(f"{path} is not a readable CSV: {error}") from None
 
 
-def predict_csv(model: Any, input_path: Path, output_path: Path, chunksize: int = 50_000) -> int:
+def predict_csv(
+    model: Any,
+    input_path: Path,
+    output_path: Path,
+    chunksize: int = 50_000,
+    on_chunk: Callable[[Sequence[str], np.ndarray], None] | None = None,
+) -> int:
     """Stream ``id,title,description`` rows to ``id,tag,p_<class>...``; returns rows written.
 
     The output is written to a temporary file and renamed at the end, so a failure part-way
-    never leaves a half-written OUT.
+    never leaves a half-written OUT. ``on_chunk(texts, probabilities)`` sees every chunk (the
+    CLI logs them).
     """
     classes = [str(c) for c in model.classes_]
     rows = 0
@@ -94,6 +194,8 @@ def predict_csv(model: Any, input_path: Path, output_path: Path, chunksize: int 
         for chunk in read_input_chunks(input_path, chunksize):
             texts = build_text(chunk["title"], chunk["description"])
             probabilities = model.predict_proba(texts.tolist())
+            if on_chunk is not None:
+                on_chunk(texts.tolist(), probabilities)
             tags = [classes[i] for i in probabilities.argmax(axis=1)]
             for row_id, tag, probs in zip(chunk["id"], tags, probabilities, strict=True):
                 writer.writerow([row_id, tag, *(f"{p:.4f}" for p in probs)])

@@ -60,7 +60,8 @@ def _is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "databricks"))
 
 
-_EXPERIMENTS: dict[str, str] = {}
+_EXPERIMENTS: dict[tuple[str, str], str] = {}
+_OPENED: set[str] = set()
 _REACHED: set[str] = set()
 
 
@@ -95,39 +96,52 @@ def connect(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
     uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    elif uri.startswith("postgresql"):
+    if uri.startswith("postgresql"):
         _require_database(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith("sqlite:///") or uri in _OPENED:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    from tagifai.files import file_lock
+
+    # MLflow creates a store's tables when it first opens an empty database, and two
+    # processes doing so at once (mlops and the monitor, both started by one snapshot event)
+    # race in its migrations ("Online migration expected to match one row"). The first open
+    # in each process (the client opens the tracking store, a search the registry store)
+    # holds a file lock, so exactly one process creates the tables.
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_registered_models(max_results=1)
+    _OPENED.add(uri)
+    return client
 
 
 def ensure_experiment(settings: Settings) -> str:
     """The id of the ``tagifai`` experiment in the settings' store, created if missing."""
-    return _experiment_id(settings, connect(settings))
+    return experiment_id(settings, connect(settings))
 
 
-def _experiment_id(settings: Settings, client: Any) -> str:
-    """The ``tagifai`` experiment's id, created on first use (artifacts under stores/)."""
+def experiment_id(settings: Settings, client: Any, name: str = EXPERIMENT) -> str:
+    """An experiment's id, created on first use (artifacts under stores/)."""
     uri = settings.mlflow_tracking_uri
-    if uri in _EXPERIMENTS:
-        return _EXPERIMENTS[uri]
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if (uri, name) in _EXPERIMENTS:
+        return _EXPERIMENTS[uri, name]
+    experiment = client.get_experiment_by_name(name)
     if experiment is None:
         artifact_location = None
         if not _is_server(uri):  # SQLite or PostgreSQL: artifacts under stores/, not ./mlruns
             artifact_location = settings.mlflow_artifacts_dir.resolve().as_uri()
         try:
-            experiment_id = client.create_experiment(EXPERIMENT, artifact_location)
+            found = client.create_experiment(name, artifact_location)
         except Exception:  # another process created it first
-            experiment = client.get_experiment_by_name(EXPERIMENT)
+            experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
-            experiment_id = experiment.experiment_id
+            found = experiment.experiment_id
     else:
-        experiment_id = experiment.experiment_id
-    _EXPERIMENTS[uri] = experiment_id
-    return experiment_id
+        found = experiment.experiment_id
+    _EXPERIMENTS[uri, name] = found
+    return found
 
 
 @dataclass(frozen=True)
@@ -150,7 +164,7 @@ def log_training(
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
-    run = client.create_run(_experiment_id(settings, client), tags=tags)
+    run = client.create_run(experiment_id(settings, client), tags=tags)
     run_id = run.info.run_id
     now = int(time.time() * 1000)
     client.log_batch(
@@ -263,13 +277,28 @@ def load_model(settings: Settings, version: int | None = None) -> tuple[Any, Mod
     return model, found
 
 
-def set_production(settings: Settings, version: int) -> int | None:
-    """Move the ``production`` alias to ``version``; returns the previous production version."""
+def production_version(settings: Settings) -> int | None:
+    """The version the ``production`` alias points at (one registry lookup), or None."""
     client = connect(settings)
-    previous = get_version(settings)
-    client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, str(version))
-    logger.info("production: %s -> %d", previous.version if previous else None, version)
-    return previous.version if previous else None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(MODEL_NAME, PRODUCTION_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def set_production(settings: Settings, version: int | None) -> int | None:
+    """Move the ``production`` alias to ``version`` (None: remove it); returns the previous
+    production version. One row of the registry changes, so readers see the old or the new."""
+    client = connect(settings)
+    previous = production_version(settings)
+    if version is None:
+        client.delete_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS)
+    else:
+        client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, str(version))
+    logger.info("production: %s -> %s", previous, version)
+    return previous
 
 
 def tag_version(settings: Settings, version: int, tags: dict[str, str]) -> None:
@@ -288,3 +317,16 @@ def find_version(settings: Settings, tag: str, value: str) -> ModelVersion | Non
     if not found:
         return None
     return get_version(settings, max(int(v.version) for v in found))
+
+
+def list_versions(settings: Settings) -> list[ModelVersion]:
+    """Every registered version with its tags (no metrics), oldest first."""
+    client = connect(settings)
+    found = client.search_model_versions(f"name='{MODEL_NAME}'")
+    return sorted(
+        (
+            ModelVersion(int(v.version), v.run_id, v.tags.get("snapshot_id"), {}, dict(v.tags))
+            for v in found
+        ),
+        key=lambda v: v.version,
+    )

@@ -14,6 +14,11 @@ import numpy as np
 from tagifai.evaluate import Decision, EvaluationReport
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from tagifai.drift import TrafficDrift
+    from tagifai.history import AliasMove
+    from tagifai.policy import LabelledCheck, MonitorDecision
     from tagifai.steps import Evaluation, TrainedModel
     from tagifai.tune import TuneSummary
     from tagifai.validation import ValidationReport
@@ -207,3 +212,112 @@ def model_card_markdown(
         report_markdown(candidate, "Test split, per class and per slice"),
     ]
     return "\n".join(lines)
+
+
+def drift_markdown_table(traffic: TrafficDrift) -> list[str]:
+    """The drift table: one row per monitored feature."""
+    lines = [
+        "| feature | test | statistic | p-value | PSI | reference mean | current mean | harmful |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in traffic.rows():
+        ref = "" if row["reference_mean"] is None else f"{row['reference_mean']:.3g}"
+        cur = "" if row["current_mean"] is None else f"{row['current_mean']:.3g}"
+        lines.append(
+            f"| {row['feature']} | {row['test']} | {row['statistic']:.3f} | "
+            f"{row['p_value']:.3g} | **{row['psi']:.3f}** | {ref} | {cur} | "
+            f"{'yes' if row['harmful_direction'] else 'no'} |"
+        )
+    return lines
+
+
+def monitor_markdown(
+    version: int,
+    traffic: TrafficDrift | None,
+    labelled: LabelledCheck | None,
+    decision: MonitorDecision,
+    window: tuple[datetime, datetime],
+) -> str:
+    """The monitor run: decision, drift table, labelled check, and how to read them."""
+    since, until = (moment.strftime("%Y-%m-%d %H:%M UTC") for moment in window)
+    lines = [
+        f"# Monitor: production v{version}",
+        "",
+        f"**Decision: {decision.action}** — {decision.reason}",
+        "",
+        f"Window {since} to {until}.",
+        "",
+    ]
+    if traffic is None:
+        lines += [f"v{version} has no references: its traffic cannot be compared.", ""]
+    elif traffic.predictions == 0:
+        lines += [f"No logged predictions of v{version} in the window.", ""]
+    else:
+        lines += [f"## Drift of {traffic.predictions} logged predictions", ""]
+        lines += drift_markdown_table(traffic)
+        lines += [
+            "",
+            "PSI < 0.1: no real change; 0.1-0.25: moderate; > 0.25: major. KS and chi-squared "
+            "p-values are shown for reference; with many predictions they flag tiny shifts.",
+            "",
+        ]
+    if labelled is not None:
+        lines += [f"## {labelled.rows} newly labelled projects", ""]
+        lines += ["| model | weighted F1 |", "|---|---:|"]
+        lines.append(
+            f"| production v{labelled.production_version} | {labelled.production_f1:.3f} |"
+        )
+        if labelled.reference_f1 is not None:
+            lines.append(f"| (its test split) | {labelled.reference_f1:.3f} |")
+        if labelled.previous_f1 is not None:
+            lines.append(f"| previous v{labelled.previous_version} | {labelled.previous_f1:.3f} |")
+        lines.append("")
+    if len(decision.reasons) > 1:
+        lines += ["## Reasons", ""] + [f"- {reason}" for reason in decision.reasons]
+    return "\n".join(lines)
+
+
+def plot_drift(traffic: TrafficDrift, path: Path) -> Path:
+    """Reference vs current shares per bin, one panel per feature, the predicted tags first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    features = list(traffic.features)
+    fig, axes = plt.subplots(1, len(features), figsize=(4.2 * len(features), 3.6), squeeze=False)
+    for ax, feature in zip(axes[0], features, strict=True):
+        x = np.arange(len(feature.bins))
+        ax.bar(x - 0.2, feature.reference_share, width=0.4, label="reference", color="#999999")
+        ax.bar(x + 0.2, feature.current_share, width=0.4, label="current", color="#4c72b0")
+        labels = [
+            label.split("-")[0][:8] if feature.test == "chi2" else label for label in feature.bins
+        ]
+        ax.set_xticks(x, labels, rotation=60, fontsize=7, ha="right")
+        color = "red" if feature.harmful and feature.psi >= 0.1 else "black"
+        ax.set_title(f"{feature.feature}: PSI {feature.psi:.2f}", color=color, fontsize=10)
+        ax.set_ylabel("share")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"v{traffic.model_version}: {traffic.predictions} predictions vs references")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def history_rows(moves: Iterable[AliasMove]) -> list[dict[str, Any]]:
+    """The alias history as table rows, newest first."""
+    return [
+        {
+            "when": move.at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "action": move.action,
+            "from": f"v{move.from_version}" if move.from_version is not None else "-",
+            "to": f"v{move.to_version}",
+            "state": move.state,
+            "by": move.actor,
+            "reason": move.reason,
+            "flow_run": move.flow_run_id or "",
+        }
+        for move in moves
+    ]

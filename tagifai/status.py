@@ -17,8 +17,11 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "snapshot": latest_snapshot_id(settings),
     }
     state["production"] = _production(settings)
+    state["production_history"] = _history(settings) if state["production"] else []
     decision = settings.reports_dir / "last_decision.json"
     state["last_decision"] = json.loads(decision.read_text()) if decision.exists() else None
+    monitor = settings.monitoring_dir / "last_monitor.json"
+    state["last_monitor"] = _monitor_summary(monitor) if monitor.exists() else None
     state["online_feature_rows"] = _online_rows(settings)
     return state
 
@@ -45,6 +48,20 @@ def _production(settings: Settings) -> dict[str, Any] | None:
             if k in keep or k.startswith("test_f1_")
         },
     }
+
+
+def _history(settings: Settings) -> list[dict[str, Any]]:
+    """The last moves of ``production`` (who, from, to, why, when, which flow run)."""
+    from tagifai import history
+    from tagifai.reporting import history_rows
+
+    return history_rows(history.entries(settings, limit=10))
+
+
+def _monitor_summary(path: Any) -> dict[str, Any]:
+    record = json.loads(path.read_text())
+    keep = ("at", "model_version", "action", "reason", "predictions", "report")
+    return {key: record.get(key) for key in keep}
 
 
 def _online_rows(settings: Settings) -> int | None:

@@ -13,6 +13,8 @@ MLOps:    extract_partition_features (per partition) >> tune_batch (xN) >> summa
           >> train_model >> evaluate_model
           >> improved: [set_monitoring_references, deploy_model, notify_teams]
              regressed: [notify_teams, file_report]
+Monitor:  [check_traffic, check_new_labels] >> decide_monitor_action >> file_monitor_report
+          >> continue | inspect (notify) | retrain (event) | rollback (rollback_model)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tagifai import extract, features, files, frames, registry
+from tagifai import extract, features, files, frames, history, promotion, registry
 from tagifai.config import Settings
 from tagifai.data import Split, join_labelled, sample_rows, split_data, tags_with_projects
 from tagifai.evaluate import Decision, EvaluationReport, ImprovementRule, is_improved
@@ -38,7 +40,9 @@ from tagifai.features import FeaturePart, FeatureSet
 from tagifai.train import CVResult, ModelParams, cross_validate, fit_model, inputs_of
 
 if TYPE_CHECKING:  # imported where used: GX, Feast and Optuna take seconds to import
+    from tagifai.drift import TrafficDrift
     from tagifai.notify import Delivery
+    from tagifai.policy import DriftPolicy, LabelledCheck, MonitorDecision
     from tagifai.store import MaterializeReport, MaterializeWindow
     from tagifai.tune import BatchResult, SearchSpace, TuneSummary
     from tagifai.validation import PartitionResult, ValidationReport
@@ -506,15 +510,15 @@ def write_model_card(
 
 
 def set_monitoring_references(settings: Settings, version: int, data_path: Path) -> Path:
-    """Store the reference distributions of ``version`` on its training rows (a sample past
-    ``max_cv_rows``) and attach them to its MLflow run."""
-    from tagifai.monitoring import compute_references, save_references
+    """Compute the reference distributions of ``version`` out of fold on its training rows (a
+    sample past ``max_reference_rows``) and stage them: deploying the version installs them."""
+    from tagifai.monitoring import compute_references, stage_references
 
-    sample = train_val_rows(settings, data_path, settings.max_cv_rows)
-    model, found = registry.load_model(settings, version)
-    path = save_references(settings, version, compute_references(model, sample))
-    registry.connect(settings).log_artifact(found.run_id, str(path), artifact_path="monitoring")
-    return path
+    sample = train_val_rows(settings, data_path, settings.max_reference_rows)
+    model, _ = registry.load_model(settings, version)
+    return stage_references(
+        settings, version, compute_references(model, sample, seed=settings.seed)
+    )
 
 
 @dataclass(frozen=True)
@@ -530,18 +534,27 @@ def deploy_model(
     data_path: Path,
     rule: ImprovementRule,
     lock: AbstractContextManager[object],
+    references: Path | None = None,
+    runner: promotion.StepRunner | None = None,
+    actor: str | None = None,
+    flow_run_id: str | None = None,
 ) -> Deployment:
-    """Move ``production`` to the candidate while holding ``lock``, unless production moved
-    since the evaluation and the candidate no longer beats the new one.
+    """Promote the candidate while holding ``lock``, unless production moved since the
+    evaluation and the candidate no longer beats the new one.
 
     Two runs that evaluated against the same production model thus deploy one after the
     other, and the second re-checks. The flow passes a Prefect global concurrency limit, the
-    plain pipeline a file lock (:func:`deploy_lock`).
+    plain pipeline a file lock (:func:`deploy_lock`). The promotion installs ``references``
+    (staged by :func:`set_monitoring_references`), records the move in the alias history and
+    moves the alias, all or nothing (:func:`tagifai.promotion.promote`; ``runner`` makes its
+    steps Prefect tasks in a transaction).
     """
     with lock:
-        current = registry.get_version(settings)
-        current_version = current.version if current else None
-        if current_version not in (evaluation.production_version, evaluation.candidate_version):
+        history.reconcile(settings)  # moves a crash left half-recorded, settled first
+        current_version = registry.production_version(settings)
+        if current_version == evaluation.candidate_version:
+            return Deployment(True, None, "already in production")
+        if current_version != evaluation.production_version:
             from tagifai.evaluate import evaluate_model as score
 
             test = test_rows(settings, data_path)
@@ -551,9 +564,93 @@ def deploy_model(
             )
             if not decision.improved:
                 reason = f"production moved to v{current_version} meanwhile: {decision.reason}"
+                if references is not None:
+                    references.unlink(missing_ok=True)  # staged for a deploy that is off
                 return Deployment(False, current_version, reason)
-        previous = registry.set_production(settings, evaluation.candidate_version)
-    return Deployment(True, previous, evaluation.decision.reason)
+        move = promotion.Promotion(
+            action="deploy",
+            to_version=evaluation.candidate_version,
+            from_version=current_version,
+            reason=evaluation.decision.reason,
+            actor=actor or settings.actor,
+            flow_run_id=flow_run_id,
+            references=references,
+        )
+        promotion.promote(settings, move, runner)
+    return Deployment(True, current_version, evaluation.decision.reason)
+
+
+def rollback_model(
+    settings: Settings,
+    reason: str,
+    lock: AbstractContextManager[object],
+    to_version: int | None = None,
+    expected_version: int | None = None,
+    runner: promotion.StepRunner | None = None,
+    actor: str | None = None,
+    flow_run_id: str | None = None,
+) -> history.AliasMove:
+    """Move ``production`` back, by default to the version it replaced, while holding ``lock``.
+
+    Args:
+        to_version: the version to serve again (it must have references: it was production).
+        expected_version: refuse if production is no longer this version (the monitor judged
+            it; another run may have moved it since).
+
+    Raises:
+        PromotionError: no reason, no production model, nothing to go back to, production
+            moved meanwhile, or the target has no references; nothing changed.
+    """
+    if not reason.strip():
+        raise promotion.PromotionError("a rollback needs a reason (--reason)")
+    with lock:
+        history.reconcile(settings)
+        current = registry.production_version(settings)
+        if current is None:
+            raise promotion.PromotionError("no production model to roll back")
+        if expected_version is not None and current != expected_version:
+            raise promotion.PromotionError(
+                f"production moved to v{current} meanwhile (expected v{expected_version})"
+            )
+        target = to_version or history.previous_production(settings, current)
+        if target is None:
+            raise promotion.PromotionError(
+                f"v{current} replaced no earlier version: name one with --to N"
+            )
+        move = promotion.Promotion(
+            action="rollback",
+            to_version=target,
+            from_version=current,
+            reason=reason.strip(),
+            actor=actor or settings.actor,
+            flow_run_id=flow_run_id,
+        )
+        return promotion.promote(settings, move, runner)
+
+
+def settle_history(settings: Settings, lock: AbstractContextManager[object]) -> list[int]:
+    """Settle alias moves a crash left pending (see :func:`tagifai.history.reconcile`);
+    returns the target versions of the entries settled."""
+    with lock:
+        return [move.to_version for move in history.reconcile(settings)]
+
+
+def abandon_undecided(
+    settings: Settings, is_over: Callable[[registry.ModelVersion], bool]
+) -> list[int]:
+    """Tag ``decision=abandoned`` on registered versions that have no decision and whose run
+    is over (``is_over``: it crashed or failed between registering and deciding)."""
+    abandoned = []
+    for version in registry.list_versions(settings):
+        if "decision" in version.tags or not is_over(version):
+            continue
+        registry.tag_version(
+            settings,
+            version.version,
+            {"decision": "abandoned", "decision_reason": "its run ended before deciding"},
+        )
+        abandoned.append(version.version)
+    return abandoned
 
 
 def deploy_lock(settings: Settings) -> AbstractContextManager[None]:
@@ -633,3 +730,182 @@ def record_decision(
         "production_f1": round(production_f1, 4) if production_f1 is not None else None,
     }
     return files.write_json(settings.reports_dir / "last_decision.json", record)
+
+
+# --- Monitoring ------------------------------------------------------------------------------
+
+
+def check_traffic(
+    settings: Settings, version: int, since: datetime, until: datetime
+) -> TrafficDrift | None:
+    """Drift of ``version``'s logged predictions in ``[since, until)`` against its references,
+    read one log file at a time (None: the version has no references to compare with)."""
+    from tagifai import predlog
+    from tagifai.drift import DriftAccumulator
+    from tagifai.monitoring import load_references
+
+    references = load_references(settings, version)
+    if references is None:
+        return None
+    accumulator = DriftAccumulator(references, version, settings.seed)
+    for rows in predlog.read_log(settings.predictions_dir, since, until, version):
+        accumulator.update(rows)
+    return accumulator.result()
+
+
+def _seen_ids(settings: Settings, version: registry.ModelVersion) -> set[int] | None:
+    """Ids of the projects a version was trained (and tested) on, if they can be found."""
+    for name in (version.snapshot_id, version.tags.get("features_id")):
+        frame = settings.training_dir / f"{name}.parquet" if name else None
+        if frame is not None and frame.is_file():
+            return set(pd.read_parquet(frame, columns=["id"])["id"].astype("int64"))
+    if version.snapshot_id and extract.is_published(settings, version.snapshot_id):
+        snapshot = extract.load_snapshot(settings, version.snapshot_id)
+        return set(extract.read_parquet(snapshot.tags_path, ["id"])["id"].astype("int64"))
+    return None
+
+
+def check_new_labels(settings: Settings, version: int) -> LabelledCheck | None:
+    """Production, and the version it replaced, on projects of the latest snapshot that neither
+    was trained on (None: no snapshot, unknown training data, or nothing new)."""
+    from tagifai.evaluate import compute_metrics
+    from tagifai.policy import LabelledCheck
+
+    snapshot_id = extract.latest_snapshot_id(settings)
+    production = registry.get_version(settings, version)
+    if snapshot_id is None or production is None:
+        return None
+    seen = _seen_ids(settings, production)
+    if seen is None:
+        logger.info("v%d: its training rows are unknown, so no labels count as new", version)
+        return None
+    previous_version = history.previous_production(settings, version)
+    previous = registry.get_version(settings, previous_version) if previous_version else None
+    if previous is not None:
+        seen |= _seen_ids(settings, previous) or set()
+    snapshot = extract.load_snapshot(settings, snapshot_id)
+    labelled = join_labelled(
+        extract.read_parquet(snapshot.projects_path), extract.read_parquet(snapshot.tags_path)
+    )
+    unseen = labelled[~labelled["id"].astype("int64").isin(seen)]
+    if unseen.empty:
+        return None
+    new = features.compute_features(unseen)
+    new = sample_rows(new, settings.max_cv_rows, settings.seed)
+    texts, y_true = new["text"].tolist(), new["tag"].tolist()
+    model, _ = registry.load_model(settings, version)
+    y_pred = list(model.predict(texts))
+    overall, _ = compute_metrics(y_true, y_pred)
+    accuracy = sum(a == b for a, b in zip(y_true, y_pred, strict=True)) / len(y_true)
+    previous_f1 = None
+    if previous is not None:
+        previous_model, _ = registry.load_model(settings, previous.version)
+        previous_f1 = compute_metrics(y_true, list(previous_model.predict(texts)))[0].f1
+    return LabelledCheck(
+        rows=len(new),
+        production_version=version,
+        production_f1=overall.f1,
+        production_accuracy=accuracy,
+        reference_f1=production.metrics.get("test_f1"),
+        previous_version=previous.version if previous else None,
+        previous_f1=previous_f1,
+    )
+
+
+def retrain_request_path(settings: Settings, version: int, snapshot_id: str) -> Path:
+    return settings.monitoring_dir / "retrain-requests" / f"v{version}-{snapshot_id}.json"
+
+
+def decide_monitor_action(
+    settings: Settings,
+    version: int,
+    traffic: TrafficDrift | None,
+    labelled: LabelledCheck | None,
+    policy: DriftPolicy,
+) -> MonitorDecision:
+    """The policy's action (:func:`tagifai.policy.decide_action`), knowing whether a retrain of
+    this version on the latest snapshot was already requested."""
+    from tagifai.policy import decide_action
+
+    snapshot_id = extract.latest_snapshot_id(settings)
+    requested = snapshot_id is not None and (
+        retrain_request_path(settings, version, snapshot_id).is_file()
+    )
+    decision = decide_action(traffic, labelled, policy, retrain_requested=requested)
+    if decision.action == "retrain" and snapshot_id is None:
+        from tagifai.policy import MonitorDecision
+
+        reason = f"no data snapshot to retrain on (run dataops first); {decision.reason}"
+        return MonitorDecision("inspect", reason, decision.reasons)
+    return decision
+
+
+def retrain_request(settings: Settings, version: int, decision: MonitorDecision) -> dict:
+    """The ``tagifai.drift.detected`` event: retrain on the latest snapshot (mlops' trigger)."""
+    snapshot_id = extract.latest_snapshot_id(settings)
+    return {
+        "event": "tagifai.drift.detected",
+        "resource": {
+            "prefect.resource.id": f"tagifai.model.v{version}",
+            "prefect.resource.name": f"tagifai v{version}",
+        },
+        "payload": {
+            "model_version": version,
+            "snapshot_id": snapshot_id,
+            "reason": decision.reason,
+            "reasons": list(decision.reasons),
+        },
+    }
+
+
+def record_retrain_request(settings: Settings, event: dict, event_id: str | None) -> Path:
+    """Remember that a retrain of this version on this snapshot was requested: later runs on
+    the same drift inspect instead of retraining the same data again."""
+    payload = event["payload"]
+    path = retrain_request_path(settings, payload["model_version"], payload["snapshot_id"])
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    return files.write_json(path, {**event, "id": event_id, "at": at})
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    markdown: Path
+    plot: Path | None
+    data: Path
+
+
+def file_monitor_report(
+    settings: Settings,
+    version: int,
+    traffic: TrafficDrift | None,
+    labelled: LabelledCheck | None,
+    decision: MonitorDecision,
+    window: tuple[datetime, datetime],
+) -> MonitorReport:
+    """The drift table, the plot and the decision under ``stores/monitoring/reports``; the
+    latest also as ``stores/monitoring/last_monitor.json`` (for ``tagifai status``)."""
+    from dataclasses import asdict
+
+    from tagifai.reporting import monitor_markdown, plot_drift
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = settings.monitoring_dir / "reports" / f"{stamp}-v{version}"
+    markdown = files.write_text(
+        folder / "report.md", monitor_markdown(version, traffic, labelled, decision, window)
+    )
+    plot = plot_drift(traffic, folder / "drift.png") if traffic and traffic.predictions else None
+    record = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_version": version,
+        "window": [window[0].isoformat(), window[1].isoformat()],
+        "action": decision.action,
+        "reason": decision.reason,
+        "reasons": list(decision.reasons),
+        "predictions": traffic.predictions if traffic else 0,
+        "drift": traffic.rows() if traffic else [],
+        "labelled": asdict(labelled) if labelled else None,
+        "report": str(markdown),
+    }
+    data = files.write_json(folder / "monitor.json", record)
+    files.write_json(settings.monitoring_dir / "last_monitor.json", record)
+    return MonitorReport(markdown, plot, data)

@@ -174,6 +174,15 @@ def _classifier(params: ModelParams, seed: int) -> Any:
     return CalibratedClassifierCV(svm, cv=3, method="sigmoid", ensemble=False)
 
 
+def embedding_block(model: Any) -> SentenceEmbeddings | None:
+    """A fitted pipeline's sentence-embedding block, or None when it has none."""
+    features = getattr(model, "named_steps", {}).get("features")
+    for name, block in getattr(features, "transformer_list", ()):
+        if name == "embedding" and isinstance(block, SentenceEmbeddings):
+            return block
+    return None
+
+
 def build_pipeline(
     params: ModelParams, seed: int = SEED, embedding_model_dir: Path | None = None
 ) -> Pipeline:

@@ -1,5 +1,6 @@
-"""One-command local platform: Prefect server, process worker, webhook receiver and MLflow UI,
-and in team mode PostgreSQL and Redis under them (docs/team-mode.md).
+"""One-command local platform: Prefect server, process worker, webhook receiver, data-arrival
+sensor, MLflow UI and the prediction service, and in team mode PostgreSQL and Redis under them
+(docs/team-mode.md).
 
     python -m deployments.platform up [SERVICE ...]   # start what isn't running, print the URLs
     python -m deployments.platform up --team          # switch stores/ to team mode, start it
@@ -24,8 +25,11 @@ callers (two test sessions, two terminals) share one server instead of racing to
 
 Environment:
     PREFECT_API_URL                   use this Prefect API; no local server is started
-    TAGIFAI_PREFECT_PORT              4200; TAGIFAI_WEBHOOK_PORT 8787; TAGIFAI_MLFLOW_PORT 5000.
-                                      A port taken by something else is replaced by a free one.
+    TAGIFAI_PREFECT_PORT              4200; TAGIFAI_WEBHOOK_PORT 8787; TAGIFAI_MLFLOW_PORT 5000;
+                                      TAGIFAI_PREDICT_PORT 8000. A port taken by something else
+                                      is replaced by a free one.
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY the worker's flow runs send a heartbeat every 30 s (the
+                                      zombie automation crashes runs whose heartbeats stop)
     PREFECT_WORKER_QUERY_SECONDS      worker poll interval, 2 s here (Prefect's default is 10 s)
     PREFECT_SERVER_API_AUTH_STRING    ``user:password`` basic auth on the server; the worker and
                                       the webhook receiver get it as PREFECT_API_AUTH_STRING

@@ -244,7 +244,7 @@ def test_cli_reports_errors_in_one_line_and_nonzero_exit(platform: Settings) -> 
     assert result.stderr.strip().splitlines() == [
         "error: unknown service(s) nonsense; choose from "
         "('postgres', 'redis', 'server', 'mlflow', 'webhook', 'sensor', 'dask-scheduler', "
-        "'dask-workers', 'worker')"
+        "'dask-workers', 'worker', 'predict')"
     ]
     listing = subprocess.run(
         [sys.executable, "-m", "deployments.platform", "status", "--json"],

@@ -32,7 +32,20 @@ def one_line_error(result, fragment):
 
 @pytest.mark.parametrize(
     "command",
-    ["train", "evaluate", "predict", "status", "dataops", "mlops", "pipeline", "features", "synth"],
+    [
+        "train",
+        "evaluate",
+        "predict",
+        "status",
+        "dataops",
+        "mlops",
+        "pipeline",
+        "features",
+        "synth",
+        "monitor",
+        "rollback",
+        "sensor",
+    ],  # fmt: skip
 )
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])

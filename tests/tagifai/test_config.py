@@ -25,6 +25,15 @@ def test_embedding_model_dir_is_optional(tmp_path):
     assert settings.embedding_model_dir == tmp_path
 
 
+def test_the_prediction_log_lives_under_stores_unless_pointed_elsewhere(tmp_path):
+    settings = get_settings({"TAGIFAI_STORES_DIR": str(tmp_path)})
+    assert settings.predictions_dir == tmp_path / "predictions"
+    assert settings.prediction_log is True and settings.predict_reload_seconds == 5.0
+    shared = get_settings({"TAGIFAI_PREDICTIONS_DIR": str(tmp_path / "shared")})
+    assert shared.predictions_dir == tmp_path / "shared"
+    assert get_settings({"TAGIFAI_PREDICTION_LOG": "off"}).prediction_log is False
+
+
 def test_tuning_batches_follow_the_worker_processes():
     assert get_settings({}).tune_batches == 1  # threads: trials do not overlap under the GIL
     assert get_settings({"TAGIFAI_DASK_PROCESSES": "1"}).tune_batches == 2
@@ -44,6 +53,11 @@ def test_dask_processes_accepts_the_usual_spellings(raw, expected):
         ("TAGIFAI_DASK_WORKERS", "0"),
         ("TAGIFAI_MAX_TUNE_ROWS", "-5"),
         ("TAGIFAI_DASK_PROCESSES", "maybe"),
+        ("TAGIFAI_PREDICT_MAX_BATCH", "0"),
+        ("TAGIFAI_PREDICT_RELOAD_SECONDS", "fast"),
+        ("TAGIFAI_PREDICT_RELOAD_SECONDS", "nan"),
+        ("TAGIFAI_PREDICTION_LOG_FLUSH_SECONDS", "-1"),
+        ("TAGIFAI_PREDICTION_LOG", "sometimes"),
     ],
 )
 def test_bad_values_are_refused(name, raw):

@@ -95,7 +95,7 @@ def test_materialise_into_redis_then_read_online(redis_store: Settings) -> None:
     assert report.rows == N_PROJECTS == store.count_online_rows(redis_store)
     [row, unknown] = store.get_online_features(redis_store, [KNOWN_ID, 10**9])
     assert row["text"].startswith("comparison between yolo") and row["tag"] == "computer-vision"
-    assert unknown == {"id": 10**9, "text": None, "tag": None}
+    assert unknown == {"id": 10**9, "text": None, "embedding": None, "tag": None}
     # Nothing of it went to SQLite.
     assert not (redis_store.feast_dir / "online_store.db").exists()
 

@@ -14,6 +14,7 @@ from deployments.platform.services import (
     dask_workers,
     mlflow,
     postgres,
+    predict,
     redis,
     sensor,
     server,
@@ -32,6 +33,7 @@ REGISTRY: tuple[ServiceSpec, ...] = (
     dask_scheduler.SPEC,
     dask_workers.SPEC,
     worker.SPEC,
+    predict.SPEC,
 )
 # What `up` starts when no service is named.
 SERVICES: tuple[str, ...] = tuple(spec.name for spec in REGISTRY if spec.default)

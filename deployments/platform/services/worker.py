@@ -23,6 +23,9 @@ WORK_POOL = "tagifai"
 # Prefect polls every 10 s by default; 2 s keeps webhook-to-running latency low for a local
 # platform at the cost of one cheap SQLite query every 2 s.
 DEFAULT_WORKER_QUERY_SECONDS = "2"
+# Flow runs started by this worker send a heartbeat event this often (Prefect's minimum, 30 s);
+# the zombie automation (deployments/automations.py) crashes a Running run that stops sending.
+DEFAULT_HEARTBEAT_SECONDS = "30"
 # Links in the flows' artifacts: the MLflow UI and the Data Docs the receiver serves; and the
 # warm Dask cluster, where the flow runs submit their tasks (the workers' record holds the
 # scheduler's address).
@@ -45,6 +48,9 @@ def _build(context: LaunchContext) -> Launch:
     env = prefect_client_env(settings, context.prefect_api_url)
     env["PREFECT_WORKER_QUERY_SECONDS"] = (
         os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or DEFAULT_WORKER_QUERY_SECONDS
+    )
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = (
+        os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") or DEFAULT_HEARTBEAT_SECONDS
     )
     # The registry starts the worker after these services, so their records are written.
     for service, variable, suffix in LINKS:
