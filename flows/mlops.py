@@ -1,5 +1,5 @@
-"""MLOps: converge >> extract_features (per partition) >> optimization >> train_model >> evaluate_model
->> model_card >> decide,
+"""MLOps: converge >> extract_features (per partition) >> optimization >> train_model
+>> evaluate_model >> model_card >> decide,
 where ``decide`` runs exactly one branch:
 improved >> [set_monitoring_references >> deploy_model, notify_teams];
 regressed >> [notify_teams, file_report].

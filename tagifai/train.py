@@ -27,6 +27,8 @@ from tagifai.config import SEED
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
+    from tagifai.blocks import SentenceEmbeddings
+
 logger = logging.getLogger(__name__)
 
 # Models pickled before the blocks moved refer to them here (pickle looks them up by name).
@@ -176,6 +178,8 @@ def _classifier(params: ModelParams, seed: int) -> Any:
 
 def embedding_block(model: Any) -> SentenceEmbeddings | None:
     """A fitted pipeline's sentence-embedding block, or None when it has none."""
+    from tagifai.blocks import SentenceEmbeddings
+
     features = getattr(model, "named_steps", {}).get("features")
     for name, block in getattr(features, "transformer_list", ()):
         if name == "embedding" and isinstance(block, SentenceEmbeddings):
