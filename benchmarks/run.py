@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "overhead": "benchmarks.overhead",
     "optuna": "benchmarks.tuning",
     "chain": "benchmarks.chain",
+    "online_store": "benchmarks.online_store",
     "scaling": "benchmarks.scaling",
     "team": "benchmarks.team",
 }
