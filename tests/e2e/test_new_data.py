@@ -58,8 +58,9 @@ def runs(platform: Deployed) -> tuple[set, set]:
 
 
 def wait_for_new_runs(platform: Deployed, before: tuple[set, set], dataops: int) -> list:
-    """Wait until ``dataops`` new dataops runs exist and they and the mlops runs they
-    triggered are final; return the new mlops runs."""
+    """Wait until ``dataops`` new dataops runs exist and are final, then until each has
+    triggered its mlops run (one per new snapshot) and those are final; return the new mlops
+    runs. A quiet spell after them catches a second, unwanted mlops run."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while len(new := runs(platform)[0] - before[0]) < dataops:
         assert time.monotonic() < deadline, "no dataops run was started"
@@ -68,7 +69,12 @@ def wait_for_new_runs(platform: Deployed, before: tuple[set, set], dataops: int)
         for run_id in new:
             done = follow(client, run_id, RUN_TIMEOUT_S, label="dataops")
             assert done.run.state_name == "Completed", done.run.state
-        time.sleep(5)  # the trigger reacts to the snapshot event within a second or two
+        # The trigger reacts to the snapshot event within seconds; more under load.
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while len(runs(platform)[1] - before[1]) < dataops:
+            assert time.monotonic() < deadline, "no mlops run was triggered"
+            time.sleep(0.5)
+        time.sleep(5)  # a duplicate trigger would start its run meanwhile
         triggered = runs(platform)[1] - before[1]
         for run_id in triggered:
             done = follow(client, run_id, RUN_TIMEOUT_S, label="mlops")
