@@ -169,8 +169,8 @@ WRITE_BATCH_ROWS = 20_000
 # SQLite page cache of the connection Feast writes a window with (SQLite's default is 2 MiB).
 # Feast keys rows by the serialised entity key, whose int64 is little-endian, so consecutive ids
 # land all over the primary-key B-tree: with the default cache every batch re-reads and spills
-# pages. 256 MiB halves a 250k-row window (39-59 s -> 23-28 s over the first 1.25M rows,
-# `benchmarks/sqlite_online.py`); it costs at most that much memory in the writing worker.
+# pages. With 256 MiB six 250k-row windows took 0.77x the default's time, measured under load
+# (`python -m benchmarks.run online_store`); it costs at most that much memory in the writer.
 SQLITE_WRITE_CACHE_MIB = 256
 
 
