@@ -22,6 +22,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,18 +177,10 @@ def _read_sql(uri: str) -> pd.DataFrame:
     url, _, table = uri.partition("#")
     if not table:
         raise DataSourceError(f"SQL source {url} needs a table: <url>#<table>")
-    try:
+    with _sql_errors(url, table):
         engine = sa.create_engine(url)
         with engine.connect() as connection:
             return pd.read_sql_table(table, connection)
-    except (ImportError, sa.exc.NoSuchModuleError) as error:
-        raise DataSourceError(f"no database driver for {url}: {error}") from None
-    except sa.exc.OperationalError as error:  # refused, timed out, locked: retry later
-        first = str(error.orig or error).splitlines()[0]
-        raise DataSourceUnavailable(f"cannot reach {url} now: {first}") from None
-    except (sa.exc.SQLAlchemyError, ValueError) as error:
-        first = str(error).splitlines()[0]
-        raise DataSourceError(f"cannot read table {table!r} from {url}: {first}") from None
 
 
 def _iter_sql(uri: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -196,10 +189,19 @@ def _iter_sql(uri: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     url, _, table = uri.partition("#")
     if not table:
         raise DataSourceError(f"SQL source {url} needs a table: <url>#<table>")
-    try:
+    with _sql_errors(url, table):
         engine = sa.create_engine(url)
         with engine.connect().execution_options(stream_results=True) as connection:
             yield from pd.read_sql_table(table, connection, chunksize=chunk_rows)
+
+
+@contextmanager
+def _sql_errors(url: str, table: str) -> Iterator[None]:
+    """SQLAlchemy's errors as one-line source errors: unavailable (retry) or broken."""
+    import sqlalchemy as sa
+
+    try:
+        yield
     except (ImportError, sa.exc.NoSuchModuleError) as error:
         raise DataSourceError(f"no database driver for {url}: {error}") from None
     except sa.exc.OperationalError as error:  # refused, timed out, locked: retry later
