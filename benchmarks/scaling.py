@@ -46,6 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--scaling-format", choices=("csv", "parquet"), default="csv")
     group.add_argument("--scaling-trials", type=int, default=4)
+    group.add_argument(
+        "--scaling-online",
+        choices=("sqlite", "redis"),
+        default="sqlite",
+        help="Feast's online store: the embedded SQLite file, or the team's Redis (started "
+        "with `deployments.platform up --team`; one writer per Dask worker)",
+    )
+    group.add_argument(
+        "--scaling-processes",
+        action="store_true",
+        help="TAGIFAI_DASK_PROCESSES=true: the local cluster's workers are processes (children "
+        "of the command, so in its process tree) instead of threads in it",
+    )
 
 
 def run(args: argparse.Namespace) -> Any:
@@ -70,15 +83,26 @@ def run(args: argparse.Namespace) -> Any:
     base = fresh_dir(NAME)
     result.figures["load_before"] = other_load()
     points: list[dict[str, Any]] = []
-    with PrivatePlatform(base / "platform") as platform:
+    online: dict[str, str] = {}
+    if args.scaling_online == "redis":
+        from benchmarks.team import platform_for
+
+        platform_cm = platform_for("team", base / "platform", ("server", "redis"))
+    else:
+        platform_cm = PrivatePlatform(base / "platform")
+    if args.scaling_processes:
+        online["TAGIFAI_DASK_PROCESSES"] = "true"
+    with platform_cm as platform:
         result.figures["server_start_seconds_excluded"] = round(platform.up_seconds, 1)
+        if args.scaling_online == "redis":
+            online.update(_redis_env(platform))
         for rows in sizes:
             data = base / f"data-{rows}"
             stores = base / f"stores-{rows}"
             extra = {}
             if args.scaling_scale_rows is not None:
                 extra["TAGIFAI_SCALE_ROWS"] = str(args.scaling_scale_rows)
-            env = isolated_env(stores, platform.api_url, **extra)
+            env = isolated_env(stores, platform.api_url, **extra, **online)
             synth = run_measured(
                 cli("synth", "--rows", str(rows), "--out", str(data), "--format", fmt),
                 env,
@@ -121,6 +145,8 @@ def run(args: argparse.Namespace) -> Any:
                     # The command's own JSON summary (dataops: rows materialised, rows/s).
                     "summary": measured.last_json() if measured.ok else None,
                 }
+                if args.scaling_online == "redis":
+                    point[flow]["redis_rss_mib"] = _redis_rss_mib(platform)
                 if not measured.ok:
                     break
             points.append(point)
@@ -230,6 +256,19 @@ def run(args: argparse.Namespace) -> Any:
             "(no sentence embeddings; hashing + SGD, partial_fit over partitions)."
         )
     result.figures["scale_rows"] = args.scaling_scale_rows
+    result.figures["online_store"] = args.scaling_online
+    result.figures["dask_processes"] = args.scaling_processes
+    if args.scaling_online == "redis":
+        result.notes.append(
+            "Feast's online store is the team's Redis (one writer per Dask worker); its "
+            "server is not in the command's process tree: redis_rss_mib is its RSS after each "
+            "run (it holds every materialised row in memory by design)."
+        )
+    if args.scaling_processes:
+        result.notes.append(
+            "TAGIFAI_DASK_PROCESSES=true: the local cluster's 2 workers are processes, "
+            "children of the command, counted in its peak."
+        )
     result.notes += [
         f"Synthetic {fmt} from tagifai.synth (seed 42); synth time not counted.",
         "Each size starts from empty stores; imports and the Dask cluster start are included.",
@@ -249,6 +288,32 @@ def run(args: argparse.Namespace) -> Any:
                 )
     print_table(result, rows_table)
     return result
+
+
+def _redis_env(platform: Any) -> dict[str, str]:
+    """The settings that point a run's Feast online store at the platform's Redis (MLflow
+    and Optuna stay on the run's own SQLite files)."""
+    from tagifai.config import FEAST_TEAM_CONFIG, get_settings
+
+    settings = get_settings(platform.client_env())
+    assert settings.redis_address and settings.redis_password_file, "team mode is not up"
+    return {
+        "TAGIFAI_FEAST_CONFIG": FEAST_TEAM_CONFIG,
+        "TAGIFAI_REDIS_ADDRESS": settings.redis_address,
+        "TAGIFAI_REDIS_PASSWORD_FILE": str(settings.redis_password_file),
+    }
+
+
+def _redis_rss_mib(platform: Any) -> int | None:
+    import psutil
+
+    from benchmarks.common import MIB
+
+    pid = platform.status().get("redis", {}).get("pid")
+    try:
+        return round(psutil.Process(pid).memory_info().rss / MIB) if pid else None
+    except psutil.Error:
+        return None
 
 
 def _slowest(side: dict[str, Any]) -> str:

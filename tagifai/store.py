@@ -192,7 +192,7 @@ def online_writers(settings: Settings) -> int:
         return settings.online_writers
     import yaml
 
-    config = yaml.safe_load((settings.feature_repo_dir / FEATURE_STORE_YAML).read_text())
+    config = yaml.safe_load((settings.feature_repo_dir / settings.feast_config).read_text())
     kind = str((config.get("online_store") or {}).get("type", "sqlite"))
     return ONLINE_STORE_WRITERS.get(kind, settings.dask_workers)
 

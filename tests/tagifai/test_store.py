@@ -253,3 +253,20 @@ def test_window_must_be_positive(materialized) -> None:
     settings, _, _ = materialized
     with pytest.raises(ValueError, match="positive"):
         store.materialize_features(settings, N_PROJECTS, window=timedelta(0))
+
+
+@pytest.mark.parametrize(
+    ("feast_config", "workers", "expected"),
+    [("feature_store.yaml", 4, 1), ("feature_store.redis.yaml", 4, 4)],
+)
+def test_online_writers_follow_the_configured_store(
+    tmp_path: Path, feast_config: str, workers: int, expected: int
+) -> None:
+    """SQLite takes one writer; the team's Redis one per worker (the file settings name)."""
+    env = {
+        "TAGIFAI_STORES_DIR": str(tmp_path),
+        "TAGIFAI_FEAST_CONFIG": feast_config,
+        "TAGIFAI_DASK_WORKERS": str(workers),
+    }
+    assert store.online_writers(get_settings(env)) == expected
+    assert store.online_writers(get_settings(env | {"TAGIFAI_ONLINE_WRITERS": "3"})) == 3
