@@ -25,6 +25,21 @@ class TextColumn(TransformerMixin, BaseEstimator):
         return texts_of(X)
 
 
+class HashedRows(TransformerMixin, BaseEstimator):
+    """Rows of a matrix of texts hashed beforehand, selected by row number: the head of a
+    hashing block when cross-validation hashes every text once (see
+    :func:`tagifai.train.fold_scores`). X is an array of row numbers."""
+
+    def __init__(self, matrix: Any = None) -> None:
+        self.matrix = matrix
+
+    def fit(self, X: Any, y: Any = None) -> HashedRows:
+        return self
+
+    def transform(self, X: Any) -> Any:
+        return self.matrix[np.asarray(X, dtype=np.int64).ravel()]
+
+
 # Precomputed vectors must be the encoder's own: cosine at least this on a spot check
 # (the same model on another CPU differs by ~1e-7; fp32 against int8 weights by ~5e-4).
 SAME_VECTOR_COSINE = 1 - 1e-4

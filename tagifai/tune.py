@@ -17,7 +17,7 @@ import pandas as pd
 
 from tagifai.config import SEARCH_SPACES, SEED, Settings
 from tagifai.data import sample_rows
-from tagifai.train import ModelInput, ModelParams, cv_splits, fold_score, inputs_of
+from tagifai.train import ModelInput, ModelParams, cv_splits, fold_scores, inputs_of
 
 if TYPE_CHECKING:
     import optuna
@@ -143,8 +143,8 @@ def objective(trial: optuna.Trial, data: TuneData, space: SearchSpace = "default
     params = suggest_params(trial, space)
     trial.set_user_attr("params", params.to_dict())
     scores: list[float] = []
-    for step, split in enumerate(data.splits):
-        scores.append(fold_score(params, data.X, data.y, split))
+    for step, score in enumerate(fold_scores(params, data.X, data.y, data.splits)):
+        scores.append(score)
         trial.report(float(np.mean(scores)), step)
         if trial.should_prune():
             raise optuna.TrialPruned()

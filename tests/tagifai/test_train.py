@@ -50,3 +50,38 @@ def test_default_model_beats_scibert_in_repeated_cross_validation(shipped_featur
     assert len(result.scores) == 15  # 5 folds x 3 repeats
     assert result.mean >= 0.93
     assert result.std < 0.05
+
+
+@pytest.mark.parametrize("char_weight", [0.0, 0.5])
+def test_hashing_cv_hashes_each_text_once_and_scores_the_same(
+    shipped_features, monkeypatch, char_weight
+):
+    """Hashing blocks: every text is hashed once for all folds (not once per fold), and each
+    fold scores exactly what a fresh pipeline fitted on the fold's texts scores."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    from tagifai.train import cv_splits, fold_score, fold_scores
+
+    params = ModelParams(
+        vectorizer="hashing",
+        classifier="sgd",
+        char_weight=char_weight,
+        embedding_weight=0.0,
+        n_features=2**16,
+    )
+    texts, labels = shipped_features["text"].tolist(), shipped_features["tag"].tolist()
+    splits = cv_splits(labels, folds=5, repeats=2, seed=7)
+    expected = [fold_score(params, texts, labels, split) for split in splits]
+
+    hashed_texts: list[int] = []
+    transform = HashingVectorizer.transform
+
+    def counting(self, X):
+        X = list(X)
+        hashed_texts.append(len(X))
+        return transform(self, X)
+
+    monkeypatch.setattr(HashingVectorizer, "transform", counting)
+    assert list(fold_scores(params, texts, labels, splits)) == expected
+    blocks = 2 if char_weight else 1
+    assert hashed_texts == [len(texts)] * blocks
