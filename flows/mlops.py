@@ -121,15 +121,27 @@ def summarize_study(settings: Settings, study_name: str) -> TuneSummary:
     return summary
 
 
+@task(retries=2, retry_delay_seconds=5)
+def hash_partition(
+    settings: Settings, data_path: Path, params: ModelParams, partition: int, key: str
+) -> Path:
+    """One partition's train+val texts hashed for the incremental final fit."""
+    return steps.hash_partition(settings, data_path, params, partition, key)
+
+
 @task
 def train_model(
-    settings: Settings, data_path: Path, params: ModelParams, snapshot: str
+    settings: Settings,
+    data_path: Path,
+    params: ModelParams,
+    snapshot: str,
+    hashed: list[Path] | None = None,
 ) -> TrainedModel:
     """Fit the best configuration on train+val; log to MLflow; register a new version."""
     context = get_run_context()
     flow_run_id = str(context.task_run.flow_run_id) if context.task_run else ""
     tags = {"snapshot_id": snapshot, "prefect_flow_run_id": flow_run_id}
-    trained = steps.train_model(settings, data_path, params, tags)
+    trained = steps.train_model(settings, data_path, params, tags, hashed or ())
     if trained.run_url:
         link_text = f"MLflow run of model v{trained.version}"
         create_link_artifact(key="mlflow-run", link=trained.run_url, link_text=link_text)
@@ -291,10 +303,10 @@ def mlops(
     space = resolve_space(search_space, steps.training_rows(data_path), settings)
     study_name = f"{snapshot}-{space}"
     params = default_params(space)
+    run_id = str(get_run_context().flow_run.id)
     if n_trials > 0:
         # One coarse task per worker process (a Dask task costs ~0.2 s of orchestration); the
         # batches share the run's pool of trials, so none idles while another finishes.
-        run_id = str(get_run_context().flow_run.id)
         batches = range(min(settings.tune_batches, n_trials))
         futures = [
             tune_batch.submit(settings, study_name, data_path, n_trials, space, batch, run_id)
@@ -303,7 +315,15 @@ def mlops(
         for future in futures:
             future.result()
         params = summarize_study.submit(settings, study_name).result().best_params
-    trained = train_model.submit(settings, data_path, params, snapshot).result()
+    hashed = []
+    if steps.fits_incrementally(settings, data_path, params):
+        # Hashing is most of an incremental fit and needs no shared state: every partition
+        # is hashed on a worker of its own, and train_model makes one pass of SGD over them.
+        hashed = [
+            hash_partition.submit(settings, data_path, params, p, run_id)
+            for p in range(published.partitions)
+        ]
+    trained = train_model.submit(settings, data_path, params, snapshot, hashed).result()
     evaluation = evaluate_model.submit(settings, data_path, trained.version, rule).result()
     model_card.submit(settings, trained, evaluation, snapshot).result()
     outcome = decide(evaluation, data_path, rule, key)

@@ -64,8 +64,15 @@ def iter_split(
 ) -> Iterator[pd.DataFrame]:
     """The rows of ``splits``, one partition at a time."""
     for part in frame_parts(path):
-        frame = pd.read_parquet(part, columns=columns)
-        yield frame[np.isin(split_of(frame["id"], seed), splits)].reset_index(drop=True)
+        yield read_split(part, splits, seed, columns)
+
+
+def read_split(
+    part: Path, splits: Sequence[str], seed: int = SEED, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """The rows of ``splits`` in one partition file of a frame."""
+    frame = pd.read_parquet(part, columns=columns)
+    return frame[np.isin(split_of(frame["id"], seed), splits)].reset_index(drop=True)
 
 
 def sample_split(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -381,16 +382,71 @@ class TrainedModel:
     cv_seconds: float
 
 
+def fits_incrementally(settings: Settings, data_path: Path, params: ModelParams) -> bool:
+    """Whether :func:`train_model` learns from the frame partition by partition: past
+    ``scale_rows``, with an incremental model (hashing + SGD)."""
+    from tagifai.train import is_incremental
+
+    return is_incremental(params) and is_large(settings, data_path)
+
+
+def hash_partition(
+    settings: Settings, data_path: Path, params: ModelParams, partition: int, key: str
+) -> Path:
+    """One partition's train+val rows hashed by the final model's word block (stateless, so
+    every worker hashes a partition of its own), for :func:`train_model`'s incremental fit:
+    ``<frame>.hashed-<key>/part-NNNNN.npz`` (the sparse counts and the tags)."""
+    import numpy as np
+
+    from tagifai.train import hash_texts, texts_of
+
+    part = frames.frame_parts(data_path)[partition]
+    rows = frames.read_split(part, frames.TRAIN_VAL, settings.seed, ["id", "text", "tag"])
+    counts = hash_texts(params, texts_of(rows))
+    path = hashed_dir(data_path, key) / extract.PART_FILE.format(partition)
+    path = path.with_suffix(".npz")
+    with files.replacing(path) as tmp, tmp.open("wb") as out:
+        np.savez(
+            out,
+            data=counts.data,
+            indices=counts.indices,
+            indptr=counts.indptr,
+            shape=np.array(counts.shape),
+            tags=rows["tag"].to_numpy(dtype=str),
+        )
+    return path
+
+
+def hashed_dir(data_path: Path, key: str) -> Path:
+    """Where a run's hashed partitions of a training frame go (``key``: the run's)."""
+    return data_path.with_name(f"{data_path.stem}.hashed-{key}")
+
+
+def _read_hashed(path: Path) -> tuple[object, object]:
+    import numpy as np
+    import scipy.sparse as sp
+
+    with np.load(path) as saved:
+        shape = tuple(int(n) for n in saved["shape"])
+        counts = sp.csr_matrix((saved["data"], saved["indices"], saved["indptr"]), shape=shape)
+        return counts, saved["tags"]
+
+
 def train_model(
-    settings: Settings, data_path: Path, params: ModelParams, tags: dict[str, str]
+    settings: Settings,
+    data_path: Path,
+    params: ModelParams,
+    tags: dict[str, str],
+    hashed: Sequence[Path] = (),
 ) -> TrainedModel:
     """Cross-validate on train+val (repeated stratified 5-fold; a stratified sample past
     ``max_cv_rows``), fit the final model on all of train+val, log it to MLflow and register
     a new version.
 
     Past ``scale_rows`` the frame is never loaded: an incremental model (hashing + SGD)
-    learns from every train+val row partition by partition; any other is fitted on a
-    stratified sample of ``scale_rows`` rows.
+    learns from every train+val row partition by partition (from ``hashed``, the partitions
+    :func:`hash_partition` hashed, when given; they are removed once fitted); any other is
+    fitted on a stratified sample of ``scale_rows`` rows.
     """
     cv_rows = train_val_rows(settings, data_path, settings.max_cv_rows)
     started = time.perf_counter()
@@ -404,7 +460,7 @@ def train_model(
     )
     cv_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    model, train_rows = _fit_final(settings, data_path, params)
+    model, train_rows = _fit_final(settings, data_path, params, hashed)
     fit_seconds = time.perf_counter() - started
     metrics = {
         "cv_f1_mean": cv.mean,
@@ -431,11 +487,19 @@ def train_model(
     )
 
 
-def _fit_final(settings: Settings, data_path: Path, params: ModelParams) -> tuple[object, int]:
+def _fit_final(
+    settings: Settings, data_path: Path, params: ModelParams, hashed: Sequence[Path] = ()
+) -> tuple[object, int]:
     """The final model on train+val, and how many rows it learnt from."""
-    from tagifai.train import fit_incremental, is_incremental
+    from tagifai.train import fit_hashed, fit_incremental
 
-    if is_large(settings, data_path) and is_incremental(params):
+    if hashed:
+        parts = sorted(hashed)
+        fitted = fit_hashed(lambda: map(_read_hashed, parts), params, seed=settings.seed)
+        for folder in {path.parent for path in parts}:
+            shutil.rmtree(folder, ignore_errors=True)
+        return fitted
+    if fits_incrementally(settings, data_path, params):
 
         def batches() -> Iterator[pd.DataFrame]:
             return frames.iter_split(

@@ -344,16 +344,45 @@ def is_incremental(params: ModelParams) -> bool:
     )
 
 
+HashedBatch = tuple[Any, np.ndarray]  # (hashed texts as a sparse matrix, their tags)
+
+
+def hash_texts(params: ModelParams, texts: list[str]) -> Any:
+    """Term counts of ``texts`` as the word block of an incremental model hashes them (a
+    stateless step: any process, any batch of rows, gives the same rows)."""
+    if not is_incremental(params):
+        raise ValueError(f"{params} cannot be fitted incrementally")
+    return _word_block(build_pipeline(params)).named_steps["hash"].transform(texts).tocsr()
+
+
+def _word_block(model: Pipeline) -> Pipeline:
+    return dict(model.named_steps["features"].transformer_list)["word"]
+
+
 def fit_incremental(
     batches: Callable[[], Iterable[pd.DataFrame]], params: ModelParams, seed: int = SEED
 ) -> tuple[Pipeline, int]:
-    """Fit the same pipeline as :func:`fit_model` on batches it reads one at a time.
+    """Fit the same pipeline as :func:`fit_model` on batches it reads one at a time (frames
+    with ``text`` and ``tag``), hashing each batch here; see :func:`fit_hashed`."""
 
-    Two passes over ``batches()`` (frames with ``text`` and ``tag``): the first counts
-    labels and, per hashed feature, the documents holding it (the TF-IDF weights, as
-    ``TfidfTransformer`` computes them on all rows at once); the second is one epoch of
-    ``SGDClassifier.partial_fit``, each batch's rows in a seeded random order. Memory is one
-    batch plus the model, whatever the rows.
+    def hashed() -> Iterator[HashedBatch]:
+        for batch in batches():
+            yield hash_texts(params, texts_of(batch)), batch["tag"].to_numpy()
+
+    return fit_hashed(hashed, params, seed)
+
+
+def fit_hashed(
+    batches: Callable[[], Iterable[HashedBatch]], params: ModelParams, seed: int = SEED
+) -> tuple[Pipeline, int]:
+    """Fit the pipeline of :func:`fit_model` on batches of texts hashed beforehand
+    (:func:`hash_texts`, e.g. one partition per worker), one batch in memory at a time.
+
+    Two passes over ``batches()``: the first counts labels and, per hashed feature, the
+    documents holding it (the TF-IDF weights, as ``TfidfTransformer`` computes them on all
+    rows at once); the second is one epoch of ``SGDClassifier.partial_fit``, each batch's rows
+    in a seeded random order, through the pipeline's own union and TF-IDF step. The fitted
+    model takes texts like any other.
 
     Returns:
         The fitted pipeline and the number of rows it learnt from.
@@ -364,20 +393,22 @@ def fit_incremental(
     if not is_incremental(params):
         raise ValueError(f"{params} cannot be fitted incrementally")
     import scipy.sparse as sp
+    from sklearn.pipeline import FeatureUnion
+    from sklearn.pipeline import Pipeline as SkPipeline
+
+    from tagifai.blocks import HashedRows
 
     started = time.perf_counter()
     model = build_pipeline(params, seed)
-    word = dict(model.named_steps["features"].transformer_list)["word"]
-    hashing, tfidf = word.named_steps["hash"], word.named_steps["tfidf"]
+    tfidf = _word_block(model).named_steps["tfidf"]
     documents = np.zeros(params.n_features, dtype=np.int64)
     labels: dict[str, int] = {}
     rows = 0
-    for batch in batches():
-        counts = hashing.transform(texts_of(batch))
+    for counts, tags in batches():
         documents += np.bincount(sp.csr_matrix(counts).indices, minlength=params.n_features)
-        for label, count in batch["tag"].value_counts().items():
+        for label, count in zip(*np.unique(tags.astype(str), return_counts=True), strict=True):
             labels[str(label)] = labels.get(str(label), 0) + int(count)
-        rows += len(batch)
+        rows += len(tags)
     if rows == 0:
         raise ValueError("no rows to fit")
     tfidf.fit(sp.csr_matrix((1, params.n_features)))  # shape and attributes; idf set below
@@ -387,11 +418,20 @@ def fit_incremental(
     if params.class_weight == "balanced":  # partial_fit takes explicit weights only
         weights = {c: rows / (len(classes) * labels[c]) for c in classes}
         classifier.set_params(class_weight=weights)
-    features = model.named_steps["features"]
+    # The model's union with the hashing step swapped for the batch's hashed rows: the same
+    # weights and the same (fitted) TF-IDF step, so rows reach SGD as the model makes them.
+    union = model.named_steps["features"]
+    hashed = FeatureUnion(
+        [("word", SkPipeline([("rows", HashedRows()), ("tfidf", tfidf)]))],
+        transformer_weights=union.transformer_weights,
+    )
     order = np.random.default_rng(seed)
-    for batch in batches():
-        batch = batch.iloc[order.permutation(len(batch))]
-        classifier.partial_fit(features.transform(texts_of(batch)), batch["tag"], classes)
+    for counts, tags in batches():
+        if not len(tags):
+            continue
+        shuffled = order.permutation(len(tags))
+        hashed.set_params(word__rows__matrix=sp.csr_matrix(counts))
+        classifier.partial_fit(hashed.transform(shuffled), tags[shuffled], classes)
     logger.info(
         "fitted %s incrementally on %d texts in %.2f s",
         params.classifier,

@@ -54,8 +54,24 @@ def test_dataops_and_mlops_on_10k_synthetic_rows(prefect_api, tmp_path, monkeypa
     assert result["test_f1"] > 0.6, result  # synthetic text keeps each tag's vocabulary
     training = pd.read_parquet(settings.stores_dir / "training" / f"{summary['snapshot']}.parquet")
     assert len(training) == ROWS
+    # The final fit learnt from partitions hashed by tasks of their own, then removed them.
+    assert _task_names(ml_state).count("hash_partition") == summary["partitions"]
+    assert not list((settings.stores_dir / "training").glob("*.hashed-*"))
 
     print(
         f"\n10k synthetic rows: dataops {dataops_seconds:.1f} s, mlops {mlops_seconds:.1f} s, "
         f"test F1 {result['test_f1']}"
     )
+
+
+def _task_names(state) -> list[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    return [run.name.rsplit("-", 1)[0] for run in runs]

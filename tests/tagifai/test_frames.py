@@ -80,6 +80,24 @@ def test_incremental_fit_learns_every_row_one_partition_at_a_time(partitioned_fr
     assert accuracy > 0.7, accuracy
 
 
+def test_partitions_hashed_apart_fit_the_same_model_and_are_removed(partitioned_frame):
+    """What the flow does at scale: each partition hashed by its own task (any worker), then
+    one incremental fit over the hashed files gives exactly the model fitted from the texts."""
+    settings, folder = partitioned_frame
+    params = default_params("scale")
+    from_texts, rows = steps._fit_final(settings, folder, params)
+    hashed = [steps.hash_partition(settings, folder, params, p, "run-1") for p in range(PARTS)]
+    assert {path.parent for path in hashed} == {steps.hashed_dir(folder, "run-1")}
+    from_hashed, hashed_rows = steps._fit_final(settings, folder, params, list(reversed(hashed)))
+    assert hashed_rows == rows
+    np.testing.assert_array_equal(
+        from_hashed.named_steps["classifier"].coef_, from_texts.named_steps["classifier"].coef_
+    )
+    test = frames.sample_split(folder, frames.TEST, 500, settings.seed)["text"].tolist()
+    np.testing.assert_array_equal(from_hashed.predict_proba(test), from_texts.predict_proba(test))
+    assert not steps.hashed_dir(folder, "run-1").exists()  # gigabytes at 10M rows
+
+
 def test_incremental_idf_equals_tfidf_on_all_rows(partitioned_frame):
     from sklearn.feature_extraction.text import TfidfTransformer
 
