@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "chain": "benchmarks.chain",
     "online_store": "benchmarks.online_store",
     "scaling": "benchmarks.scaling",
+    "workers": "benchmarks.workers",
     "team": "benchmarks.team",
 }
 

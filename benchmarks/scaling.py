@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> Any:
     with platform_cm as platform:
         result.figures["server_start_seconds_excluded"] = round(platform.up_seconds, 1)
         if args.scaling_online == "redis":
-            online.update(_redis_env(platform))
+            online.update(redis_env(platform))
         for rows in sizes:
             data = base / f"data-{rows}"
             stores = base / f"stores-{rows}"
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> Any:
                     "summary": measured.last_json() if measured.ok else None,
                 }
                 if args.scaling_online == "redis":
-                    point[flow]["redis_rss_mib"] = _redis_rss_mib(platform)
+                    point[flow]["redis_rss_mib"] = redis_rss_mib(platform)
                 if not measured.ok:
                     break
             points.append(point)
@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> Any:
     return result
 
 
-def _redis_env(platform: Any) -> dict[str, str]:
+def redis_env(platform: Any) -> dict[str, str]:
     """The settings that point a run's Feast online store at the platform's Redis (MLflow
     and Optuna stay on the run's own SQLite files)."""
     from tagifai.config import FEAST_TEAM_CONFIG, get_settings
@@ -304,7 +304,7 @@ def _redis_env(platform: Any) -> dict[str, str]:
     }
 
 
-def _redis_rss_mib(platform: Any) -> int | None:
+def redis_rss_mib(platform: Any) -> int | None:
     import psutil
 
     from benchmarks.common import MIB
