@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> Any:
             if args.scaling_scale_rows is not None:
                 extra["TAGIFAI_SCALE_ROWS"] = str(args.scaling_scale_rows)
             env = isolated_env(stores, platform.api_url, **extra, **online)
+            if args.scaling_online == "redis":
+                empty_redis(platform)
             synth = run_measured(
                 cli("synth", "--rows", str(rows), "--out", str(data), "--format", fmt),
                 env,
@@ -302,6 +304,21 @@ def redis_env(platform: Any) -> dict[str, str]:
         "TAGIFAI_REDIS_ADDRESS": settings.redis_address,
         "TAGIFAI_REDIS_PASSWORD_FILE": str(settings.redis_password_file),
     }
+
+
+def empty_redis(platform: Any) -> None:
+    """Flush the platform's Redis, so a run starts from an empty online store as on SQLite
+    (otherwise its `plan_materialization` first SCANs away the previous run's keys)."""
+    import redis
+
+    from tagifai.config import get_settings
+
+    settings = get_settings(platform.client_env())
+    assert settings.redis_address and settings.redis_password_file, "team mode is not up"
+    host, port = settings.redis_address.rsplit(":", 1)
+    password = settings.redis_password_file.read_text(encoding="utf-8").strip()
+    with redis.Redis(host=host, port=int(port), password=password) as client:
+        client.flushall()
 
 
 def redis_rss_mib(platform: Any) -> int | None:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> Any:
         print_table,
         run_measured,
     )
-    from benchmarks.scaling import redis_env
+    from benchmarks.scaling import empty_redis, redis_env
     from benchmarks.team import platform_for
 
     rows, online = args.workers_rows, args.workers_online
@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> Any:
                 TAGIFAI_SCALE_ROWS="5000",  # the scale path (no embeddings), as in scaling
                 **extra,
             )
+            if online == "redis":
+                empty_redis(platform)  # each run from an empty online store
             before = {r["id"] for r in prefect_api.flow_runs(platform.api_url, "dataops")}
             measured = run_measured(
                 cli(
